@@ -1,0 +1,1 @@
+"""The `ouro` command line: one thin Typer module per subcommand."""

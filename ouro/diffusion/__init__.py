@@ -1,0 +1,1 @@
+"""ouro.diffusion"""

@@ -1,0 +1,50 @@
+"""Camera geometry: the one convention (see :mod:`ouro.geometry.cameras`), rays and coordinate maps."""
+
+from ouro.geometry.cameras import (
+    BLENDER_TO_OURS,
+    OFFICIAL_FOV_DEG,
+    OFFICIAL_FRAME_INDICES,
+    OFFICIAL_RADIUS,
+    blender_to_ours,
+    denormalize_intrinsics,
+    fov_from_intrinsics,
+    from_condition_frame,
+    intrinsics_from_fov,
+    invert_rigid,
+    look_at,
+    normalize_intrinsics,
+    official_inference_cameras,
+    opengl_to_opencv,
+    orbit_cameras,
+    ours_to_blender,
+    project_points,
+    to_condition_frame,
+)
+from ouro.geometry.coordinate_maps import coordinate_maps, unproject_depth
+from ouro.geometry.rays import camera_rays, pixel_centers, plucker_rays
+
+__all__ = [
+    "BLENDER_TO_OURS",
+    "OFFICIAL_FOV_DEG",
+    "OFFICIAL_FRAME_INDICES",
+    "OFFICIAL_RADIUS",
+    "blender_to_ours",
+    "camera_rays",
+    "coordinate_maps",
+    "denormalize_intrinsics",
+    "fov_from_intrinsics",
+    "from_condition_frame",
+    "intrinsics_from_fov",
+    "invert_rigid",
+    "look_at",
+    "normalize_intrinsics",
+    "official_inference_cameras",
+    "opengl_to_opencv",
+    "orbit_cameras",
+    "ours_to_blender",
+    "pixel_centers",
+    "plucker_rays",
+    "project_points",
+    "to_condition_frame",
+    "unproject_depth",
+]

@@ -1,0 +1,1 @@
+"""Pipelines: render, filter, train, sample, evaluate, export. Usable from Python without the CLI."""

@@ -1,0 +1,39 @@
+"""Presets round-trip through JSON exactly."""
+
+import json
+
+import pytest
+
+from ouro.config import PRESETS, OuroConfig, ReconstructorConfig, get_preset
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_round_trips_through_json(name, tmp_path):
+    cfg = get_preset(name)
+    assert cfg.name == name
+    assert OuroConfig.from_json(cfg.to_json()) == cfg
+    path = tmp_path / "config.json"
+    cfg.to_json(path)
+    back = OuroConfig.from_json(path)
+    assert back == cfg
+    assert isinstance(back.reconstructor.down_channels, tuple)
+    assert json.loads(path.read_text()) == json.loads(cfg.to_json())
+
+
+def test_paper_preset_matches_the_public_checkpoint_shapes():
+    cfg = get_preset("paper")
+    assert cfg.generator.block_out_channels == (320, 640, 1280, 1280)
+    assert cfg.generator.num_attention_heads == (5, 10, 20, 20)
+    assert cfg.reconstructor.down_channels == (64, 128, 256, 512, 1024, 1024)
+    assert cfg.reconstructor.up_channels == (1024, 1024, 512, 256, 128)
+    assert cfg.reconstructor.splat_size == 128 and cfg.reconstructor.input_views == (0, 2, 4, 6)
+    assert cfg.camera.num_views == 8 and cfg.diffusion.num_steps == 25
+
+
+def test_unknown_fields_and_presets_are_refused():
+    with pytest.raises(ValueError, match="unknown field"):
+        OuroConfig.from_dict({"name": "x", "colour": 1})
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        get_preset("huge")
+    override = OuroConfig.from_dict({"name": "x", "reconstructor": {"splat_size": 32}})
+    assert override.reconstructor == ReconstructorConfig(splat_size=32)
