@@ -1,0 +1,124 @@
+"""ouro checkpoint folders: safetensors weights plus JSON configs, never pickle.
+
+Layout (what ``ouro sample --checkpoint`` and ``ouro train`` read and write)::
+
+    DIR/
+      ouro.json                 {"format": "ouro-checkpoint", "version": 1, "config": <OuroConfig>, "compat": null}
+      generator/                MultiViewUNet.save_pretrained  (config.json + *.safetensors)
+      reconstructor/            Reconstructor.save_pretrained
+      vae/ image_encoder/ feature_extractor/ scheduler/    SVD's frozen parts (SVDConditioner)
+
+Folders are written to a temporary sibling and renamed into place, so a crash never leaves a
+half checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ouro.config import OuroConfig
+
+__all__ = ["OuroModels", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_checkpoint", "CHECKPOINT_FILE"]
+
+CHECKPOINT_FILE = "ouro.json"
+_FORMAT, _VERSION = "ouro-checkpoint", 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be used; the message names the folder and the problem."""
+
+
+@dataclass
+class OuroModels:
+    """Everything sampling needs: F, G, SVD's VAE/CLIP, the preset and the compatibility mode."""
+
+    generator: "torch.nn.Module"  # ouro.models.MultiViewUNet
+    reconstructor: "torch.nn.Module"  # ouro.models.Reconstructor
+    conditioner: "torch.nn.Module"  # ouro.models.svd_parts.SVDConditioner
+    config: OuroConfig
+    compat: str | None = None
+
+    def to(self, device=None, dtype=None) -> "OuroModels":
+        for m in (self.generator, self.reconstructor, self.conditioner):
+            m.to(device=device, dtype=dtype)
+        return self
+
+    def eval(self) -> "OuroModels":
+        for m in (self.generator, self.reconstructor, self.conditioner):
+            m.eval()
+        return self
+
+
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / CHECKPOINT_FILE).is_file()
+
+
+def save_checkpoint(folder: str | os.PathLike, models: OuroModels) -> Path:
+    """Write ``models`` to ``folder`` atomically (replacing an existing checkpoint there)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        models.generator.save_pretrained(tmp / "generator", safe_serialization=True)
+        models.reconstructor.save_pretrained(tmp / "reconstructor", safe_serialization=True)
+        models.conditioner.save_pretrained(tmp)
+        meta = {"format": _FORMAT, "version": _VERSION, "config": models.config.to_dict(), "compat": models.compat}
+        (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_checkpoint(
+    folder: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+) -> OuroModels:
+    """Load an ouro checkpoint folder (safetensors only). Raises :class:`CheckpointError` if unusable."""
+    from ouro.models import MultiViewUNet, Reconstructor
+    from ouro.models.svd_parts import SVDConditioner
+
+    folder = Path(folder)
+    meta_path = folder / CHECKPOINT_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"{folder}: not an ouro checkpoint (no {CHECKPOINT_FILE}); train one with `ouro train` or pass a folder that has it")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != _FORMAT:
+            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        if meta.get("version", 0) > _VERSION:
+            raise CheckpointError(f"{meta_path}: written by a newer ouro (version {meta['version']}); upgrade ouro")
+        config = OuroConfig.from_dict(meta["config"])
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{meta_path}: unreadable checkpoint metadata ({exc})") from None
+    for sub in ("generator", "reconstructor", "vae", "image_encoder", "feature_extractor"):
+        if not (folder / sub).is_dir():
+            raise CheckpointError(f"{folder}: missing '{sub}/'; the checkpoint is incomplete")
+    kwargs = {"use_safetensors": True}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    try:
+        generator = MultiViewUNet.from_pretrained(folder / "generator", **kwargs)
+        reconstructor = Reconstructor.from_pretrained(folder / "reconstructor", **kwargs)
+        conditioner = SVDConditioner.from_pretrained(folder, torch_dtype=dtype)
+    except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{folder}: cannot load weights ({first}); the files may be corrupted or truncated") from None
+    models = OuroModels(generator, reconstructor, conditioner, config, meta.get("compat"))
+    return models.to(device=device).eval()
