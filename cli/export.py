@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.progress import Progress
 
-from ._common import not_implemented
+from ._common import fail
 
 
 class ExportFormat(str, Enum):
@@ -17,10 +18,39 @@ class ExportFormat(str, Enum):
     obj = "obj"
 
 
+def _resolve_output(gaussians: Path, output: Path, format: Optional[ExportFormat]) -> tuple[Path, str]:
+    """The output file and format: ``--format``, else OUT's suffix; a folder gets <input stem>.<format>."""
+    suffix = output.suffix.lower().lstrip(".")
+    if output.is_dir() or not suffix:
+        fmt = format.value if format else "glb"
+        return output / f"{gaussians.stem}.{fmt}", fmt
+    if suffix not in ExportFormat.__members__:
+        fail(f"{output}: unknown output suffix .{suffix}; use .ply, .glb or .obj (or --format with a folder)")
+    if format is not None and format.value != suffix:
+        fail(f"{output}: the suffix .{suffix} disagrees with --format {format.value}; drop one of them")
+    return output, suffix
+
+
 def export(
     gaussians: Annotated[Path, typer.Argument(help="A 3DGS PLY file (e.g. out/gaussians.ply).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file.", show_default=False)],
-    format: Annotated[ExportFormat, typer.Option("--format", help="`ply`: cleaned splats; `glb`/`obj`: a vertex-coloured mesh fused from rendered depth and colour.")] = ExportFormat.glb,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.ply, .glb or .obj) or folder.", show_default=False)],
+    format: Annotated[Optional[ExportFormat], typer.Option("--format", help="`ply`: the splats, pruned of near-transparent Gaussians; `glb`/`obj`: a vertex-coloured mesh fused from rendered depth and colour. Default: OUT's suffix, else glb.")] = None,
+    resolution: Annotated[int, typer.Option(min=32, help="Size of the views rendered for mesh fusion, pixels.")] = 256,
+    voxels: Annotated[int, typer.Option(min=16, help="TSDF voxels per side of the fused cube (mesh detail).")] = 256,
 ) -> None:
     """Export splats to a standard 3DGS PLY or to a coloured mesh (GLB/OBJ)."""
-    not_implemented("export")
+    from ouro.pipelines.export import MeshSettings, export as run_export
+
+    if not gaussians.is_file():
+        fail(f"{gaussians}: no such file; give the path of a 3DGS PLY (e.g. out/gaussians.ply)")
+    dst, fmt = _resolve_output(gaussians, output, format)
+    if not dst.parent.is_dir():
+        fail(f"{dst.parent}: output folder does not exist; create it first")
+    settings = MeshSettings(image_size=resolution, voxels=voxels)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("rendering views", total=None)
+            written = run_export(gaussians, dst, fmt, settings, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {written}")

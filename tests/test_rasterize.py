@@ -1,0 +1,411 @@
+"""The Gaussian rasterizer: torch backend against a brute-force reference, gradients, an analytic case.
+
+The reference below is written independently of ``ouro.gaussians._torch_impl``: every pixel against
+every Gaussian, one Gaussian at a time in depth order, with the 3DGS rules spelled out.
+"""
+
+import math
+
+import pytest
+import torch
+
+from ouro.gaussians import Gaussians, RenderOutput, render
+from ouro.gaussians import rasterize as rasterize_module
+from ouro.gaussians.gaussians import quaternion_to_matrix
+from ouro.geometry import intrinsics_from_fov, orbit_cameras
+
+W, H = 32, 24
+FOV = 45.0
+
+
+# ------------------------------------------------------------------------------------------------
+# brute-force reference
+
+
+def reference_render(g: Gaussians, c2w, K, width, height, background, compat=None, near=0.01, far=100.0):
+    """Unbatched Gaussians [N], cameras [V, 4, 4]: returns rgb [V, 3, H, W], alpha, depth [V, 1, H, W].
+
+    Plain autograd all the way, so its gradients are a reference too.
+    """
+    quats = g.rotations if compat == "official" else torch.nn.functional.normalize(g.rotations, dim=-1)
+    m = quaternion_to_matrix(quats) * g.scales[:, None, :]
+    cov3 = m @ m.transpose(-1, -2)  # [N, 3, 3]
+    bg = torch.as_tensor(background, dtype=g.means.dtype)
+    jj, ii = torch.meshgrid(torch.arange(width), torch.arange(height), indexing="xy")
+    pix = torch.stack([jj, ii], -1).to(g.means.dtype) + 0.5  # [H, W, 2] = (col + 0.5, row + 0.5)
+    rgbs, alphas, depths = [], [], []
+    for v in range(c2w.shape[0]):
+        w2c = torch.linalg.inv(c2w[v])
+        rot, t = w2c[:3, :3], w2c[:3, 3]
+        p = g.means @ rot.T + t  # [N, 3]
+        fx, fy, cx, cy = K[v, 0, 0], K[v, 1, 1], K[v, 0, 2], K[v, 1, 2]
+        T = torch.ones(height, width, dtype=g.means.dtype)
+        acc_rgb = torch.zeros(height, width, 3, dtype=g.means.dtype)
+        acc_z = torch.zeros(height, width, dtype=g.means.dtype)
+        done = torch.zeros(height, width, dtype=torch.bool)
+        for n in torch.argsort(p[:, 2].detach(), stable=True).tolist():
+            x, y, z = p[n]
+            if not (near < z.item() < far):
+                continue
+            # Jacobian at the mean with x/z, y/z clamped to 1.3x the half field of view
+            lim_x, lim_y = 1.3 * 0.5 * width / fx, 1.3 * 0.5 * height / fy
+            tx = torch.clamp(x / z, -lim_x, lim_x)
+            ty = torch.clamp(y / z, -lim_y, lim_y)
+            J = torch.stack(
+                [torch.stack([fx / z, 0 * z, -fx * tx / z]), torch.stack([0 * z, fy / z, -fy * ty / z])]
+            )
+            cov2 = J @ rot @ cov3[n] @ rot.T @ J.T + 0.3 * torch.eye(2, dtype=g.means.dtype)
+            conic = torch.linalg.inv(cov2)
+            center = torch.stack([fx * x / z + cx, fy * y / z + cy])
+            d = pix - center  # [H, W, 2]
+            power = 0.5 * torch.einsum("hwi,ij,hwj->hw", d, conic, d)
+            alpha = torch.clamp(g.opacities[n] * torch.exp(-power), max=0.99)
+            skip = (alpha < 1.0 / 255.0) | done
+            test_T = T * (1 - alpha)
+            stop = ~skip & (test_T < 1e-4)
+            done = done | stop
+            use = ~skip & ~stop
+            w = torch.where(use, alpha * T, torch.zeros_like(alpha))
+            acc_rgb = acc_rgb + w[..., None] * g.colors[n]
+            acc_z = acc_z + w * z
+            T = torch.where(use, test_T, T)
+        alpha_img = 1 - T
+        if compat != "official":
+            acc_z = torch.where(alpha_img > 0, acc_z / alpha_img.clamp_min(1e-12), torch.zeros_like(acc_z))
+        rgbs.append((acc_rgb + T[..., None] * bg).permute(2, 0, 1))
+        alphas.append(alpha_img[None])
+        depths.append(acc_z[None])
+    return torch.stack(rgbs), torch.stack(alphas), torch.stack(depths)
+
+
+# ------------------------------------------------------------------------------------------------
+# scenes
+
+
+def random_gaussians(n, batch=(), seed=0, dtype=torch.float64, scale=(0.02, 0.12), opacity=(0.3, 1.0), official=False):
+    """Gaussians in the unit cube [-0.5, 0.5]^3 with random rotations, scales, opacities, colours."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = tuple(batch) + (n,)
+
+    def uniform(lo, hi, *extra):
+        return lo + (hi - lo) * torch.rand(shape + extra, generator=gen, dtype=dtype)
+
+    rot = torch.randn(shape + (4,), generator=gen, dtype=dtype)
+    rot = rot / rot.norm(dim=-1, keepdim=True)
+    if official:  # the public checkpoint's quaternions: normalised over the Gaussian axis
+        rot = rot / rot.norm(dim=-2, keepdim=True)
+    return Gaussians(
+        means=uniform(-0.5, 0.5, 3),
+        scales=uniform(*scale, 3),
+        rotations=rot,
+        opacities=uniform(*opacity),
+        colors=uniform(0.0, 1.0, 3),
+    )
+
+
+def cameras(num_views, dtype=torch.float64, width=W, height=H, elevation=20.0, radius=2.0):
+    c2w = orbit_cameras(num_views, elevation, 10.0, radius, dtype=dtype)
+    K = intrinsics_from_fov(FOV, width, height, dtype=dtype).expand(num_views, 3, 3)
+    return c2w, K
+
+
+def assert_matches(out: RenderOutput, ref, atol=1e-5, depth_atol=None):
+    tols = (atol, atol, atol if depth_atol is None else depth_atol)
+    for name, got, want, tol in zip(("rgb", "alpha", "depth"), (out.rgb, out.alpha, out.depth), ref, tols):
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        err = (got - want).abs().max().item()
+        assert err <= tol, f"{name}: max abs error {err:.3g} > {tol}"
+
+
+# ------------------------------------------------------------------------------------------------
+# forward against the reference
+
+
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_torch_backend_matches_reference_unbatched(compat):
+    g = random_gaussians(300, seed=1, official=compat == "official")
+    c2w, K = cameras(3)
+    bg = (0.2, 0.5, 1.0)
+    out = render(g, c2w, K, W, H, bg, backend="torch", compat=compat)
+    ref = reference_render(g, c2w, K, W, H, bg, compat=compat)
+    assert_matches(out, ref)
+    # the scene exercises every rule: empty pixels, opaque pixels (early stop), clamped alphas
+    assert (ref[1] == 0).any() and (ref[1] > 1 - 1e-3).any()
+    assert (g.opacities > 0.99).any()
+
+
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_torch_backend_matches_reference_batched(compat):
+    B, V = 2, 2
+    g = random_gaussians(120, batch=(B,), seed=2, official=compat == "official")
+    c2w = torch.stack([cameras(V, elevation=e)[0] for e in (-15.0, 30.0)])  # [B, V, 4, 4]
+    K = intrinsics_from_fov(FOV, W, H, dtype=torch.float64).expand(B, V, 3, 3)
+    out = render(g, c2w, K, W, H, backend="torch", compat=compat)
+    assert out.rgb.shape == (B, V, 3, H, W) and out.alpha.shape == out.depth.shape == (B, V, 1, H, W)
+    for b in range(B):
+        gb = Gaussians(g.means[b], g.scales[b], g.rotations[b], g.opacities[b], g.colors[b])
+        ref = reference_render(gb, c2w[b], K[b], W, H, (1.0, 1.0, 1.0), compat=compat)
+        assert_matches(RenderOutput(out.rgb[b], out.alpha[b], out.depth[b]), ref)
+
+
+def test_float32_matches_reference():
+    g = random_gaussians(200, seed=3)
+    c2w, K = cameras(2)
+    out = render(g.to(torch.float32), c2w.float(), K.float(), W, H, backend="torch")
+    assert out.rgb.dtype == torch.float32
+    ref = reference_render(g, c2w, K, W, H, (1.0, 1.0, 1.0))
+    # depth is ~2 object units here: float32 rounding (1.2e-7 relative) over a few dozen
+    # composited Gaussians leaves ~1e-5 absolute, so depth gets 1e-5 relative to its scale
+    assert_matches(out, ref, atol=1e-5, depth_atol=1e-5 * ref[2].max().item())
+
+
+def test_shared_cameras_broadcast_over_batch():
+    g = random_gaussians(60, batch=(2,), seed=4)
+    c2w, K = cameras(2)
+    shared = render(g, c2w, K, W, H, backend="torch")
+    explicit = render(g, c2w.expand(2, 2, 4, 4), K.expand(2, 2, 3, 3), W, H, backend="torch")
+    torch.testing.assert_close(shared.rgb, explicit.rgb, rtol=0, atol=0)
+    assert not torch.equal(shared.rgb[0], shared.rgb[1])  # two different scenes
+
+
+@pytest.mark.parametrize("tile_size,slab,budget", [(4, 3, 64), (8, 5, 1000), (16, 64, 1 << 22)])
+def test_tiling_parameters_do_not_change_the_result(tile_size, slab, budget):
+    """Small tiles, slabs and block budgets force many blocks and slabs; the image must not change."""
+    g = random_gaussians(150, seed=5)
+    c2w, K = cameras(2)
+    args = (
+        g.means[None], torch.nn.functional.normalize(g.rotations, dim=-1)[None], g.scales[None],
+        g.opacities[None], g.colors[None], torch.linalg.inv(c2w)[None], K[None], W, H,
+        torch.ones(3, dtype=torch.float64), 0.01, 100.0,
+    )
+    rgb, alpha, depth_sum = rasterize_module._render_torch(*args, tile_size=tile_size, slab=slab, budget=budget)
+    ref = reference_render(g, c2w, K, W, H, (1.0, 1.0, 1.0), compat="official")  # un-normalised depth
+    torch.testing.assert_close(rgb[0].permute(0, 3, 1, 2), ref[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(alpha[0], ref[1][:, 0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(depth_sum[0], ref[2][:, 0], rtol=0, atol=1e-10)
+
+
+def test_gaussians_behind_or_beyond_the_planes_are_culled():
+    c2w = orbit_cameras(1, 0.0, 0.0, 2.0, dtype=torch.float64)  # at (0, 0, 2) looking along -z
+    K = intrinsics_from_fov(FOV, W, H, dtype=torch.float64)[None]
+    g = Gaussians(
+        means=torch.tensor([[0.0, 0.0, 3.0], [0.0, 0.0, -200.0]], dtype=torch.float64),  # behind; z = 202
+        scales=torch.tensor([[0.5] * 3, [10.0] * 3], dtype=torch.float64),
+        rotations=torch.tensor([[1.0, 0, 0, 0]] * 2, dtype=torch.float64),
+        opacities=torch.ones(2, dtype=torch.float64),
+        colors=torch.zeros(2, 3, dtype=torch.float64),
+    )
+    out = render(g, c2w, K, W, H, backend="torch")  # far = 100
+    assert out.alpha.abs().max() == 0 and (out.rgb == 1).all() and (out.depth == 0).all()
+    farther = render(g, c2w, K, W, H, backend="torch", far=300.0)
+    assert farther.alpha.max() > 0.5
+    drawn = farther.depth[farther.alpha > 0]
+    torch.testing.assert_close(drawn, torch.full_like(drawn, 202.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# an analytic case
+
+
+@pytest.mark.parametrize("opacity", [0.8, 1.0])
+def test_single_isotropic_gaussian_analytic(opacity):
+    w, h, r, s = 33, 25, 2.0, 0.1  # odd sizes: the image centre is the centre of pixel (12, 16)
+    c2w = orbit_cameras(1, 0.0, 0.0, r, dtype=torch.float64)  # the front camera at (0, 0, r)
+    K = intrinsics_from_fov(FOV, w, h, dtype=torch.float64)[None]
+    color = torch.tensor([0.9, 0.2, 0.1], dtype=torch.float64)
+    g = Gaussians(
+        means=torch.zeros(1, 3, dtype=torch.float64),
+        scales=torch.full((1, 3), s, dtype=torch.float64),
+        rotations=torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64),
+        opacities=torch.tensor([opacity], dtype=torch.float64),
+        colors=color[None],
+    )
+    bg = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    out = render(g, c2w, K, w, h, bg, backend="torch")
+    official = render(g, c2w, K, w, h, bg, backend="torch", compat="official")
+
+    f = (w / 2) / math.tan(math.radians(FOV) / 2)
+    var = (f * s / r) ** 2 + 0.3  # projected isotropic variance plus the low-pass, px^2
+    peak = min(0.99, opacity)
+    assert out.alpha[0, 0, 12, 16].item() == pytest.approx(peak, abs=1e-12)
+    # one pixel to the right and one down: d = (1, 0) and (0, 1) px
+    falloff = peak if opacity * math.exp(-0.5 / var) > 0.99 else opacity * math.exp(-0.5 / var)
+    assert out.alpha[0, 0, 12, 17].item() == pytest.approx(falloff, abs=1e-12)
+    assert out.alpha[0, 0, 13, 16].item() == pytest.approx(falloff, abs=1e-12)
+    diag = opacity * math.exp(-1.0 / var)  # d = (1, 1)
+    assert out.alpha[0, 0, 11, 15].item() == pytest.approx(min(diag, 0.99), abs=1e-12)
+    torch.testing.assert_close(out.rgb[0, :, 12, 16], peak * color + (1 - peak) * bg)
+    # depth: the camera distance wherever something is drawn; the official depth is alpha-weighted
+    drawn = out.alpha[0, 0] > 0
+    torch.testing.assert_close(out.depth[0, 0][drawn], torch.full_like(out.depth[0, 0][drawn], r))
+    torch.testing.assert_close(official.depth[0, 0], r * official.alpha[0, 0])
+    # the corners are background: alpha 0 there (1/255 cut-off), colour = background, depth 0
+    for i, j in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)):
+        assert out.alpha[0, 0, i, j] == 0 and out.depth[0, 0, i, j] == 0
+        torch.testing.assert_close(out.rgb[0, :, i, j], bg)
+    # the footprint ends where alpha falls below 1/255: radius sqrt(2 var ln(255 o)) px
+    radius = math.sqrt(2 * var * math.log(255 * opacity))
+    cols = torch.arange(w, dtype=torch.float64) + 0.5 - w / 2
+    torch.testing.assert_close(drawn[12], cols.abs() <= radius)
+
+
+# ------------------------------------------------------------------------------------------------
+# gradients
+
+
+def _small_scene(compat):
+    gen = torch.Generator().manual_seed(7)
+    n = 4
+    means = (torch.rand(n, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.5
+    scales = 0.05 + 0.1 * torch.rand(n, 3, generator=gen, dtype=torch.float64)
+    rot = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    rot = rot / rot.norm(dim=-1, keepdim=True) * (0.5 if compat == "official" else 1.0)
+    opac = 0.4 + 0.5 * torch.rand(n, generator=gen, dtype=torch.float64)
+    colors = torch.rand(n, 3, generator=gen, dtype=torch.float64)
+    return [t.requires_grad_() for t in (means, scales, rot, opac, colors)]
+
+
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_gradcheck(compat):
+    params = _small_scene(compat)
+    c2w, K = cameras(2, width=12, height=10)
+
+    def fn(means, scales, rot, opac, colors):
+        g = Gaussians(means, scales, rot, opac, colors)
+        out = render(g, c2w, K, 12, 10, (0.3, 0.6, 0.9), backend="torch", compat=compat)
+        return out.rgb, out.alpha, out.depth
+
+    assert fn(*params)[1].max() > 0.5  # the Gaussians are in view
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_gradients_match_reference_autograd(compat):
+    """The analytic backward against autograd through the brute-force reference, on a scene with
+    early stops and clamped alphas (where gradcheck's finite differences would be fragile)."""
+    g = random_gaussians(60, seed=8, scale=(0.05, 0.2), opacity=(0.5, 1.0), official=compat == "official")
+    c2w, K = cameras(2)
+    leaves = [t.clone().requires_grad_() for t in (g.means, g.scales, g.rotations, g.opacities, g.colors)]
+    gen = torch.Generator().manual_seed(9)
+    cot = [torch.randn(2, c, H, W, generator=gen, dtype=torch.float64) for c in (3, 1, 1)]
+
+    out = render(Gaussians(*leaves), c2w, K, W, H, (0.1, 0.2, 0.3), backend="torch", compat=compat)
+    got = torch.autograd.grad([out.rgb, out.alpha, out.depth], leaves, cot)
+    ref = reference_render(Gaussians(*leaves), c2w, K, W, H, (0.1, 0.2, 0.3), compat=compat)
+    assert (ref[1] > 1 - 1e-3).any()  # some pixels stop early
+    want = torch.autograd.grad(list(ref), leaves, cot)
+    for name, a, b in zip(("means", "scales", "rotations", "opacities", "colors"), got, want):
+        assert b.abs().max() > 0, name
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------
+# the public boundary
+
+
+def test_bad_shapes_are_rejected():
+    g = random_gaussians(5)
+    c2w, K = cameras(2)
+    # the assert message is the offending shape
+    with pytest.raises(AssertionError, match=r"\[2, 2, 3\]"):
+        render(g, c2w, K[:, :2], W, H)
+    with pytest.raises(AssertionError, match=r"\[2, 3, 4\]"):
+        render(g, c2w[..., :3, :], K, W, H)
+    gb = random_gaussians(5, batch=(3,))
+    with pytest.raises(AssertionError, match=r"2, 2, 4, 4"):
+        render(gb, c2w.expand(2, 2, 4, 4), K.expand(2, 2, 3, 3), W, H)
+
+
+def test_auto_backend_is_torch_on_cpu_and_gsplat_needs_cuda():
+    g = random_gaussians(20, seed=11)
+    c2w, K = cameras(1)
+    auto = render(g, c2w, K, W, H)
+    torch_ = render(g, c2w, K, W, H, backend="torch")
+    assert torch.equal(auto.rgb, torch_.rgb)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        render(g, c2w, K, W, H, backend="gsplat")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_gsplat_matches_torch_backend(compat):
+    pytest.importorskip("gsplat")
+    # opacities <= 0.95 keep alpha below both clamps (0.99 here, 0.999 in gsplat)
+    official = compat == "official"
+    g = random_gaussians(300, batch=(2,), seed=12, dtype=torch.float32, opacity=(0.2, 0.95), official=official)
+    c2w, K = cameras(4, dtype=torch.float32, width=64, height=48)
+    g, c2w, K = g.to("cuda"), c2w.cuda(), K.cuda()
+    ref = render(g, c2w, K, 64, 48, backend="torch", compat=compat)
+    out = render(g, c2w, K, 64, 48, backend="gsplat", compat=compat)
+    # gsplat evaluates exp with the fast __expf intrinsic and sums in another order: ~1e-6 apart,
+    # except that a rare alpha within float error of 1/255 can flip one pixel by up to ~1/255
+    # (x depth ~2 for sum(w z) = depth * alpha, compared instead of depth, which such a flip on an
+    # otherwise empty pixel would move from 0 to ~2)
+    maps = (
+        ("rgb", out.rgb, ref.rgb, 5e-3),
+        ("alpha", out.alpha, ref.alpha, 5e-3),
+        ("depth * alpha", out.depth * out.alpha, ref.depth * ref.alpha, 1e-2),
+    )
+    for name, a, b, flip in maps:
+        err = (a - b).abs()
+        assert err.max() <= flip and err.mean() <= 1e-5, (name, err.max().item(), err.mean().item())
+
+
+@pytest.mark.parametrize("compat", [None, "official"])
+def test_gsplat_arguments_fit_the_installed_gsplat(compat, monkeypatch):
+    """Without a GPU: gsplat's own input checks accept our arguments, and the projection receives
+    covariances under compat="official" (quaternions as stored) and quaternions otherwise."""
+    gsplat = pytest.importorskip("gsplat")
+    from ouro.gaussians._gsplat_backend import _rasterization_args
+
+    class Reached(Exception):
+        pass
+
+    def fake_projection(means, covars, quats, scales, viewmats, Ks, width, height, **kwargs):
+        raise Reached(covars, quats, viewmats, kwargs)
+
+    monkeypatch.setattr(gsplat.rendering, "fully_fused_projection", fake_projection)
+    B, N, V = 2, 7, 3
+    g = random_gaussians(N, batch=(B,), seed=13, dtype=torch.float64)
+    c2w, K = cameras(V)
+    w2c = torch.linalg.inv(c2w).expand(B, V, 4, 4)
+    covars = torch.randn(B, N, 3, 3, dtype=torch.float64) if compat == "official" else None
+    args = _rasterization_args(
+        g.means, g.rotations, g.scales, g.opacities, g.colors, w2c, K.expand(B, V, 3, 3), W, H,
+        torch.ones(3, dtype=torch.float64), covars, 0.01, 100.0,
+    )
+    with pytest.raises(Reached) as hit:
+        gsplat.rasterization(**args)
+    got_covars, got_quats, viewmats, kwargs = hit.value.args
+    assert viewmats.dtype == torch.float32 and viewmats.shape == (B, V, 4, 4)
+    assert kwargs["eps2d"] == 0.3 and kwargs["near_plane"] == 0.01 and kwargs["far_plane"] == 100.0
+    if compat == "official":
+        assert got_quats is None and got_covars.shape == (B, N, 6)  # gsplat keeps the upper triangle
+        torch.testing.assert_close(got_covars[..., 0], covars[..., 0, 0].float())
+    else:
+        assert got_covars is None and got_quats.shape == (B, N, 4)
+
+
+@pytest.mark.parametrize("front_opacity,expected_z", [(0.3, 2.2), (0.6, 1.8)])
+def test_median_depth_is_the_first_surface_to_pass_half_opacity(front_opacity, expected_z):
+    from ouro.gaussians.rasterize import render_median_depth
+
+    # two wide Gaussians on the optical axis of the front camera (at z = 2): at world z = 0.2 (depth 1.8)
+    # and z = -0.2 (depth 2.2, opacity 0.9). T crosses 0.5 at the front one only if it alone is that opaque.
+    g = Gaussians(
+        means=torch.tensor([[0.0, 0.0, 0.2], [0.0, 0.0, -0.2]]),
+        scales=torch.full((2, 3), 0.3),
+        rotations=torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]]),
+        opacities=torch.tensor([front_opacity, 0.9]),
+        colors=torch.ones(2, 3),
+    )
+    c2w = orbit_cameras(1, 0.0, 0.0, 2.0)
+    K = intrinsics_from_fov(40.0, 16, 16)[None]
+    depth = render_median_depth(g, c2w, K, 16, 16)
+    assert depth.shape == (1, 1, 16, 16)
+    assert depth[0, 0, 8, 8].item() == pytest.approx(expected_z, abs=1e-5)
+    expected = render(g, c2w, K, 16, 16).depth[0, 0, 8, 8].item()
+    assert 1.8 < expected < 2.2  # the expected depth blends the two surfaces
+    empty = render_median_depth(g.index(torch.tensor([False, False])), c2w, K, 16, 16)
+    assert empty.abs().max() == 0
