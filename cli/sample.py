@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._common import not_implemented
+from ._common import err_console, fail
 
 
 class ModelChoice(str, Enum):
@@ -17,20 +20,102 @@ class ModelChoice(str, Enum):
     official = "official"
 
 
+def _pair(text: str, option: str, cast=float) -> tuple:
+    try:
+        a, b = (cast(x) for x in text.split(":"))
+    except ValueError:
+        fail(f"{option} {text!r}: expected START:END, e.g. {'10:25' if cast is int else '1:3'}")
+    return a, b
+
+
+def _unique_names(files: list[Path]) -> list[str]:
+    names, seen = [], {}
+    for f in files:
+        seen[f.stem] = seen.get(f.stem, 0) + 1
+        names.append(f.stem if seen[f.stem] == 1 else f"{f.stem}-{seen[f.stem]}")
+    return names
+
+
 def sample(
     images: Annotated[list[Path], typer.Argument(help="Input images (RGBA uses its alpha) or folders of images.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; one sub-folder per input when several are given.")] = Path("out"),
-    model: Annotated[ModelChoice, typer.Option(help="`auto`: the public weights when found locally, else the embedded demo model.")] = ModelChoice.auto,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint folder (ours, or the public Ouroboros3D weights).")] = None,
+    model: Annotated[ModelChoice, typer.Option(help="`auto`: the public weights when found locally ($OURO_WEIGHTS or the Hugging Face cache), else the embedded demo model; `demo`; `official`.")] = ModelChoice.auto,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint folder (ours, from `ouro train`); overrides --model.")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 25,
-    feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that use 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
+    feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[str, typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views.")] = "1:3",
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Use the image as is: no segmentation, crop or recentring.")] = False,
-    save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders.")] = False,
+    save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
+    video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
-    not_implemented("sample")
+    import torch
+
+    from ouro.data.preprocess import InputImageError, prepare_image
+    from ouro.io.checkpoint import CheckpointError
+    from ouro.pipelines.sample import ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs
+
+    # 1. options
+    window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
+    if window is not None and not (0 <= window[0] <= window[1] <= steps):
+        fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= --steps ({steps})")
+    g_min, g_max = _pair(guidance, "--guidance")
+    settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
+    if dtype not in dtypes:
+        fail(f"--dtype {dtype}: choose float32, float16 or bfloat16")
+
+    # 2. every input is read and prepared before anything is written
+    try:
+        files = expand_inputs(list(images))
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    try:
+        pipe, description = load_pipeline(model.value, checkpoint, device, dtypes[dtype])
+    except (ModelNotFound, CheckpointError) as exc:
+        fail(str(exc))
+    size = pipe.config.generator.image_size
+    try:
+        prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]
+    except InputImageError as exc:
+        fail(str(exc))
+    err_console.print(f"ouro: sampling with {description}")
+
+    # 3. outputs are staged beside the output folder and moved in only when everything worked
+    created = not output.exists()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as exc:
+        fail(f"{output}: cannot write there ({exc.strerror}); choose another --output")
+    names = _unique_names(files) if len(files) > 1 or any(p.is_dir() for p in images) else [None]
+    try:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err_console, transient=False) as bar:
+            for file, item, name in zip(files, prepared, names):
+                task = bar.add_task(f"{file.name}", total=steps)
+                result = pipe(item.image, settings, progress=lambda done, total: bar.update(task, completed=done))
+                folder = stage / name if name else stage
+                folder.mkdir(exist_ok=True)
+                meta = {"input": str(file), "model": description, **pipe.describe(settings)}
+                write_outputs(folder, result, item.image, meta, video_frames=video_frames, compat=pipe.compat)
+        for entry in stage.iterdir():
+            target = output / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            entry.rename(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    typer.echo(f"wrote {output}")

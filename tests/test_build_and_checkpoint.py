@@ -5,10 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ouro.config import get_preset
-from ouro.io.checkpoint import CheckpointError, OuroModels, load_checkpoint, save_checkpoint
+from ouro.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ouro.models import build_models
-from ouro.models.svd_parts import SVDConditioner
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -32,10 +30,7 @@ def test_paper_models_on_meta_match_the_public_checkpoint():
         build_models("tiny", compat="legacy")
 
 
-def tiny_models(seed=0):
-    torch.manual_seed(seed)
-    mv, rec = build_models("tiny")
-    return OuroModels(mv, rec, SVDConditioner.tiny(get_preset("tiny").generator.cross_attention_dim), get_preset("tiny"))
+from conftest import make_tiny_models as tiny_models  # noqa: E402
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):

@@ -1,0 +1,421 @@
+"""Recursive sampling with 3D-aware feedback (paper Algorithm 2).
+
+At each of the sampler's steps F predicts x0 given the previous step's feedback; x0 is decoded;
+G reconstructs Gaussians from 4 of the 8 views at the step's noise level; the Gaussians are
+rendered at all 8 cameras into RGB and coordinate maps, which condition the next step. The first
+step (and any step outside the feedback window) sees zero maps, as in the paper.
+
+    >>> from ouro.pipelines.sample import SamplePipeline, SampleSettings
+    >>> pipe = SamplePipeline.from_checkpoint("runs/demo/final")          # doctest: +SKIP
+    >>> result = pipe(prepared.image, SampleSettings(seed=0))            # doctest: +SKIP
+    >>> result.views.shape, result.gaussians.means.shape                 # doctest: +SKIP
+    (torch.Size([8, 3, 512, 512]), torch.Size([65536, 3]))
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
+from ouro.gaussians import Gaussians, render
+from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
+from ouro.io.checkpoint import OuroModels, load_checkpoint
+from ouro.models.feedback import FeedbackMaps, render_feedback
+from ouro.models.reconstructor import noise_level
+
+__all__ = ["SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "view_cameras", "turntable"]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How one object is sampled."""
+
+    num_steps: int = 25  #: Euler steps
+    feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
+    feedback_steps: tuple[int, int] | None = None  #: steps ``[start, end)`` that read feedback; None = all
+    guidance: tuple[float, float] = (1.0, 3.0)  #: classifier-free guidance of the first and last view
+    seed: int = 0
+    save_intermediate: bool = False  #: keep each step's x0 views and splat renders
+
+    def uses_feedback(self, step: int) -> bool:
+        """Whether step ``step`` reads the maps rendered after step ``step - 1``."""
+        if not self.feedback or step == 0:
+            return False
+        start, end = self.feedback_steps if self.feedback_steps is not None else (0, self.num_steps)
+        return start <= step < end
+
+
+@dataclass
+class StepRecord:
+    """One step's intermediates (``save_intermediate``): x0 views and what the splats rendered."""
+
+    step: int
+    sigma: float
+    x0_views: Tensor | None = None  # [V, 3, H, W] in [0, 1]
+    renders: Tensor | None = None  # [V, 3, H, W] rendered RGB fed back
+    ccm: Tensor | None = None  # [V, 3, H, W]
+
+
+@dataclass
+class SampleOutput:
+    """One sampled object.
+
+    Attributes:
+        views: ``[V, 3, H, W]`` generated views in [0, 1]; view 0 is the input view.
+        gaussians: the final Gaussians, unbatched ``[N, *]``.
+        c2w, K_norm: ``[V, 4, 4]`` / ``[V, 3, 3]`` the views' cameras (library convention).
+        timings: seconds per stage (``condition``, ``unet``, ``decode``, ``reconstruct``, ``render``).
+        steps: per-step records when ``save_intermediate`` is set.
+        feedback_inputs: the maps fed to F at each step that read feedback ``{step: [rgb, ccm]}``
+            (``[V, 3, H, W]``), kept when ``save_intermediate`` is set.
+    """
+
+    views: Tensor
+    gaussians: Gaussians
+    c2w: Tensor
+    K_norm: Tensor
+    timings: dict[str, float]
+    steps: list[StepRecord] = field(default_factory=list)
+    feedback_inputs: dict[int, list[Tensor]] = field(default_factory=dict)
+
+
+def view_cameras(num_views: int, radius: float, fov_deg: float, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+    """The generated views' cameras: ``c2w [V, 4, 4]``, ``K_norm [V, 3, 3]``.
+
+    For 8 views these are the public checkpoint's: frames 0, 2, ..., 12, 15 of a 16-frame orbit at
+    elevation 0 (OFFICIAL.md 12.2); otherwise ``V`` evenly spaced azimuths. View 0 is the input's.
+    """
+    if num_views == len(OFFICIAL_FRAME_INDICES):
+        c2w = orbit_cameras(16, 0.0, 0.0, radius, dtype=torch.float64)[list(OFFICIAL_FRAME_INDICES)]
+    else:
+        c2w = orbit_cameras(num_views, 0.0, 0.0, radius, dtype=torch.float64)
+    K = intrinsics_from_fov(fov_deg, dtype=torch.float64).expand(num_views, 3, 3)
+    return c2w.to(dtype), K.to(dtype)
+
+
+def turntable(
+    gaussians: Gaussians,
+    num_frames: int,
+    size: int,
+    radius: float = 1.5,
+    fov_deg: float = 49.1,
+    elevation_deg: float = 0.0,
+    chunk: int = 8,
+    compat: str | None = None,
+) -> Tensor:  # [T, 3, size, size]
+    """A 360-degree orbit of renders on white (the public inference: radius 1.5, 49.1 deg)."""
+    c2w = orbit_cameras(num_frames, elevation_deg, 0.0, radius)
+    K = intrinsics_from_fov(fov_deg, size, size).expand(num_frames, 3, 3)
+    frames = []
+    g = gaussians.to(dtype=torch.float32)
+    for i in range(0, num_frames, chunk):
+        out = render(g, c2w[i : i + chunk].to(g.means.device), K[i : i + chunk].to(g.means.device), size, size, compat=compat)
+        frames.append(out.rgb.clamp(0, 1).cpu())
+    return torch.cat(frames)
+
+
+class SamplePipeline:
+    """F, G and SVD's VAE/CLIP composed into Algorithm 2. Owns no weights of its own."""
+
+    def __init__(self, models: OuroModels, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.models = models.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = torch.device(device), dtype
+        self.config = models.config
+        self.compat = models.compat
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "SamplePipeline":
+        return cls(load_checkpoint(folder), device, dtype)
+
+    # ---------------------------------------------------------------------------------- helpers
+    def cameras(self) -> tuple[Tensor, Tensor]:
+        cam = self.config.camera
+        c2w, K = view_cameras(cam.num_views, cam.radius, cam.fov_deg)
+        return c2w.to(self.device), K.to(self.device)
+
+    def _reconstruct(self, x0_images: Tensor, c2w: Tensor, K_norm: Tensor, sigma: float | None) -> Gaussians:
+        """G on decoded views ``[1, V, 3, H, W]`` in [-1, 1] (G picks its 4) -> Gaussians with batch [1]."""
+        images = (x0_images * 0.5 + 0.5).to(self.dtype)  # no clamp, as the public code
+        out = self.models.reconstructor(images, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), noise_level(sigma))
+        return out.to_gaussians(self.compat)
+
+    # ------------------------------------------------------------------------------------- call
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Tensor,  # [3, S, S] in [0, 1], prepared (object centred on white)
+        settings: SampleSettings = SampleSettings(),
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SampleOutput:
+        """Sample one object from one prepared image. ``progress(step_done, num_steps)`` is called per step."""
+        m, cfg = self.models, self.config
+        size, frames = cfg.generator.image_size, cfg.camera.num_views
+        down = cfg.generator.vae_downsample
+        timings: dict[str, float] = defaultdict(float)
+        tick = time.perf_counter
+
+        # 1. check inputs
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
+        if settings.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
+        generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+
+        # 2. cameras and conditioning (CLIP embedding of the clean image, noised condition latent)
+        t0 = tick()
+        c2w, K_norm = self.cameras()
+        cond_image = torch.nn.functional.interpolate(
+            image[None].to(self.device, torch.float32) * 2 - 1, size=(size, size), mode="bilinear", align_corners=False
+        )
+        clip = m.conditioner.clip_embedding(cond_image).to(self.dtype)  # [1, 1, D]
+        noise = torch.randn(cond_image.shape, generator=generator).to(self.device)
+        cond_latent = m.conditioner.vae.encode((cond_image + 0.02 * noise).to(m.conditioner.vae.dtype)).latent_dist.mode()
+        cond_latent = cond_latent.to(self.dtype)[:, None].expand(1, frames, -1, -1, -1)  # [1, V, 4, h, w]
+        time_ids = m.conditioner.added_time_ids(1, device=self.device, dtype=self.dtype)
+        scales = guidance_scales(frames, *settings.guidance).to(self.device)
+        guided = bool((scales != 1.0).any())
+        if guided:  # batch [uncond, cond]: zero CLIP embedding and zero condition latent
+            clip = torch.cat([torch.zeros_like(clip), clip])
+            cond_latent = torch.cat([torch.zeros_like(cond_latent), cond_latent])
+            time_ids = time_ids.repeat(2, 1)
+        timings["condition"] += tick() - t0
+
+        # 3. initial noise
+        sampler = EulerSampler(settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
+        h = w = size // down
+        latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
+        latents = latents * sampler.init_noise_sigma
+
+        # 4. denoising loop with 3D feedback
+        maps: FeedbackMaps | None = None
+        gaussians: Gaussians | None = None
+        records: list[StepRecord] = []
+        fed: dict[int, list[Tensor]] = {}
+        zero_features = None
+        final_views: Tensor | None = None
+        for i in range(settings.num_steps):
+            sigma = float(sampler.sigmas[i])
+            t0 = tick()
+            x_in = sampler.scale_model_input(latents, i).to(self.dtype)
+            sample = torch.cat([x_in.expand(cond_latent.shape[0], -1, -1, -1, -1), cond_latent], dim=2)
+            kwargs = dict(c2w=c2w[None].to(self.dtype), K_norm=K_norm[None].to(self.dtype), compat=self.compat)
+            if settings.uses_feedback(i) and maps is not None:
+                feedback = [t.to(self.dtype) for t in maps.as_list(tuple(cfg.generator.feedback))]
+                if settings.save_intermediate:
+                    fed[i] = [t[0].float().cpu() for t in feedback]
+                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, feedback=feedback, **kwargs).sample
+            else:  # zero maps: their adapter features are the same at every step, so encode once
+                if zero_features is None:
+                    zero_features = m.generator.encode_feedback(None, frames, (h, w), device=self.device)
+                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, adapter_features=zero_features, **kwargs).sample
+            if guided:
+                model_out = apply_guidance(model_out[:1], model_out[1:], scales)
+            step = sampler.step(model_out.float(), i, latents)
+            # the last Euler step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
+            latents = (step.pred_original_sample if i == settings.num_steps - 1 else step.prev_sample).float()
+            timings["unet"] += tick() - t0
+
+            last = i == settings.num_steps - 1
+            needs_3d = settings.feedback and (last or settings.uses_feedback(i + 1))
+            if needs_3d or settings.save_intermediate:
+                t0 = tick()
+                x0 = m.conditioner.decode(step.pred_original_sample.to(m.conditioner.vae.dtype))  # [1, V, 3, H, W]
+                timings["decode"] += tick() - t0
+                if last:  # this decode is the output
+                    final_views = x0
+                record = StepRecord(i, sigma, x0_views=(x0[0] * 0.5 + 0.5).clamp(0, 1).cpu()) if settings.save_intermediate else None
+                if needs_3d:
+                    t0 = tick()
+                    gaussians = self._reconstruct(x0, c2w, K_norm, sigma)
+                    timings["reconstruct"] += tick() - t0
+                    if not last or settings.save_intermediate:
+                        t0 = tick()
+                        maps = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
+                        timings["render"] += tick() - t0
+                        if record is not None:
+                            record.renders, record.ccm = maps.rgb[0].float().cpu(), maps.ccm[0].float().cpu()
+                if record is not None:
+                    records.append(record)
+            if progress is not None:
+                progress(i + 1, settings.num_steps)
+
+        # 5. final views; the two-stage baseline reconstructs once from them (clean, c_noise = 0)
+        views = final_views
+        if views is None:
+            t0 = tick()
+            views = m.conditioner.decode(latents.to(m.conditioner.vae.dtype))
+            timings["decode"] += tick() - t0
+        if not settings.feedback:
+            t0 = tick()
+            gaussians = self._reconstruct(views, c2w, K_norm, None)
+            timings["reconstruct"] += tick() - t0
+        assert gaussians is not None
+        final = Gaussians(*(t[0] for t in (gaussians.means, gaussians.scales, gaussians.rotations, gaussians.opacities, gaussians.colors)))
+        return SampleOutput(
+            views=(views[0] * 0.5 + 0.5).clamp(0, 1).float().cpu(),
+            gaussians=final.to(device="cpu", dtype=torch.float32),
+            c2w=c2w.cpu(),
+            K_norm=K_norm.cpu(),
+            timings=dict(timings),
+            steps=records,
+            feedback_inputs=fed,
+        )
+
+    def describe(self, settings: SampleSettings) -> dict:
+        """Settings and model facts for meta.json."""
+        return {
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
+            "preset": self.config.name,
+            "compat": self.compat,
+            "image_size": self.config.generator.image_size,
+            "num_views": self.config.camera.num_views,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+
+# ------------------------------------------------------------------------------------ outputs
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Image files, with folders replaced by the images they hold (sorted, not recursive)."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def _to_uint8(image: Tensor):  # [3, H, W] in [0, 1] -> [H, W, 3] uint8 numpy
+    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8")
+
+
+def image_grid(views: Tensor, rows: int = 2) -> Tensor:  # [V, 3, H, W] -> [3, rows*H, cols*W]
+    v, c, h, w = views.shape
+    cols = -(-v // rows)
+    padded = torch.cat([views, torch.ones(rows * cols - v, c, h, w)]) if rows * cols > v else views
+    return padded.reshape(rows, cols, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, rows * h, cols * w)
+
+
+def write_video(path: Path, frames: Tensor, fps: int = 30) -> Path:
+    """Frames ``[T, 3, H, W]`` in [0, 1] to MP4 (H.264 via imageio-ffmpeg); GIF when no codec works."""
+    import imageio.v2 as imageio
+
+    arrays = [_to_uint8(f) for f in frames]
+    try:
+        with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
+                                output_params=["-pix_fmt", "yuv420p"]) as writer:
+            for a in arrays:
+                writer.append_data(a)
+        return path
+    except Exception:  # no ffmpeg binary / codec: fall back to GIF
+        path.unlink(missing_ok=True)
+        gif = path.with_suffix(".gif")
+        imageio.mimsave(gif, arrays, duration=1000 / fps, loop=0)
+        return gif
+
+
+def write_outputs(
+    folder: Path,
+    result: SampleOutput,
+    input_image: Tensor,  # [3, S, S] prepared input
+    meta: dict,
+    video_frames: int = 60,
+    video_size: int | None = None,
+    compat: str | None = None,
+) -> dict[str, float]:
+    """Write one object's outputs into ``folder`` (which must exist and be empty); return timings."""
+    import json
+
+    from PIL import Image
+
+    from ouro.gaussians.ply import write_ply
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    Image.fromarray(_to_uint8(input_image)).save(folder / "input.png")
+    (folder / "views").mkdir()
+    for k, view in enumerate(result.views):
+        Image.fromarray(_to_uint8(view)).save(folder / "views" / f"{k:03d}.png")
+    Image.fromarray(_to_uint8(image_grid(result.views))).save(folder / "views.png")
+    write_ply(folder / "gaussians.ply", result.gaussians)
+    if result.steps:
+        (folder / "intermediate").mkdir()
+        for rec in result.steps:
+            Image.fromarray(_to_uint8(image_grid(rec.x0_views))).save(folder / "intermediate" / f"step{rec.step:03d}_x0.png")
+            if rec.renders is not None:
+                Image.fromarray(_to_uint8(image_grid(rec.renders))).save(folder / "intermediate" / f"step{rec.step:03d}_render.png")
+                Image.fromarray(_to_uint8(image_grid(rec.ccm))).save(folder / "intermediate" / f"step{rec.step:03d}_ccm.png")
+    timings["write_images"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    size = video_size or result.views.shape[-1]
+    video = write_video(folder / "orbit.mp4", turntable(result.gaussians, video_frames, size, compat=compat))
+    timings["video"] = time.perf_counter() - t0
+    meta = dict(meta, outputs={"views": len(result.views), "video": video.name, "video_frames": video_frames}, timings={**result.timings, **timings})
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return timings
+
+
+# ------------------------------------------------------------------------------ model choice
+class ModelNotFound(FileNotFoundError):
+    """No usable model for the requested choice; the message says how to get one."""
+
+
+def demo_checkpoint() -> Path:
+    """The embedded demo checkpoint folder (``ouro/assets/demo``)."""
+    import ouro
+
+    return Path(ouro.__file__).resolve().parent / "assets" / "demo"
+
+
+def load_pipeline(
+    choice: str = "auto",
+    checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[SamplePipeline, str]:
+    """Load the model to sample with: ``(pipeline, description)``.
+
+    ``checkpoint`` (an ouro checkpoint folder) wins; otherwise ``official`` needs the public
+    weights on disk (``$OURO_WEIGHTS`` or the Hugging Face cache), ``demo`` is the embedded model,
+    and ``auto`` takes the public weights when found, else the demo. Raises :class:`ModelNotFound`
+    with what to do when the choice cannot be met.
+    """
+    from ouro.io.checkpoint import is_checkpoint
+
+    if checkpoint is not None:
+        if not Path(checkpoint).is_dir():
+            raise ModelNotFound(f"{checkpoint}: no such checkpoint folder")
+        return SamplePipeline.from_checkpoint(checkpoint, device, dtype), f"checkpoint {checkpoint}"
+    if choice in ("auto", "official"):
+        from ouro.io.official import find_official_weights, load_official
+
+        found = find_official_weights()
+        if found is not None:
+            return SamplePipeline(load_official(found, device=device, dtype=dtype), device, dtype), "the public Ouroboros3D weights"
+        if choice == "official":
+            raise ModelNotFound(
+                "the public Ouroboros3D weights were not found: put mv_model_unet.pth and recon_model.pth "
+                "(huanngzh/Ouroboros3D-SVD-LGM) and the stabilityai/stable-video-diffusion-img2vid folder under "
+                "$OURO_WEIGHTS, or in the Hugging Face cache"
+            )
+    demo = demo_checkpoint()
+    if not is_checkpoint(demo):
+        raise ModelNotFound(
+            "the embedded demo model is not in this version of ouro; pass --checkpoint DIR (a folder from "
+            "`ouro train`) or provide the public weights (see --model official)"
+        )
+    return SamplePipeline.from_checkpoint(demo, device, dtype), "the embedded demo model (public weights not found; see --model official)"

@@ -1,0 +1,136 @@
+"""`ouro sample` (paper Algorithm 2) end to end at `tiny` size, on CPU."""
+
+import json
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import make_tiny_models
+from ouro.cli.main import app
+from ouro.gaussians.ply import read_ply
+from ouro.pipelines.sample import SamplePipeline, SampleSettings
+
+runner = CliRunner()
+STEPS = 3
+
+
+def object_image(path, size=96):
+    """An RGBA picture of a two-coloured box on a transparent background."""
+    arr = np.zeros((size, size, 4), dtype=np.uint8)
+    arr[20:76, 30:66] = (200, 60, 40, 255)
+    arr[20:40, 30:66] = (40, 60, 200, 255)
+    Image.fromarray(arr, "RGBA").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return SamplePipeline(make_tiny_models())
+
+
+@pytest.fixture(scope="module")
+def image():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 64, 64, generator=g)
+
+
+def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
+    src = object_image(tmp_path / "duck.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", str(STEPS), "--video-frames", "12"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "meta.json", "orbit.mp4", "views", "views.png"]
+    views = sorted((out / "views").iterdir())
+    assert [p.name for p in views] == [f"{k:03d}.png" for k in range(8)]
+    assert all(Image.open(p).size == (64, 64) for p in views)
+    assert Image.open(out / "views.png").size == (4 * 64, 2 * 64)
+    assert read_ply(out / "gaussians.ply").num_gaussians > 0
+    reader = imageio.get_reader(out / "orbit.mp4")
+    assert sum(1 for _ in reader) == 12
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["settings"]["num_steps"] == STEPS and meta["settings"]["seed"] == 0
+    assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_several_inputs_get_one_folder_each(tiny_checkpoint, tmp_path):
+    a, b = object_image(tmp_path / "a.png"), object_image(tmp_path / "b.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(a), str(b), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--video-frames", "2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert (out / "b" / "views" / "007.png").is_file()
+
+
+def test_feedback_reaches_the_unet(pipe, image):
+    captured = []
+    hook = pipe.models.generator.cond_encoder[0].register_forward_pre_hook(lambda mod, args: captured.append(args[0].clone()))
+    try:
+        result = pipe(image, SampleSettings(num_steps=STEPS, seed=1, save_intermediate=True))
+    finally:
+        hook.remove()
+    # step 0 runs the adapters once on zero maps; steps 1.. get the maps rendered after the step before
+    assert len(captured) == STEPS and captured[0].abs().max() == 0
+    for k in range(1, STEPS):
+        fed = captured[k].reshape(8, 3, 64, 64)
+        torch.testing.assert_close(fed, result.steps[k - 1].renders, rtol=0, atol=0)
+        torch.testing.assert_close(result.feedback_inputs[k][1], result.steps[k - 1].ccm, rtol=0, atol=0)
+        assert fed.std() > 0.01  # real renders, not blank
+    baseline = pipe(image, SampleSettings(num_steps=STEPS, seed=1, feedback=False))
+    assert (baseline.views - result.views).abs().max() > 1e-3
+
+
+def test_zeroed_adapters_make_feedback_irrelevant(image):
+    models = make_tiny_models(seed=3)
+    for p in models.generator.cond_encoder.parameters():
+        torch.nn.init.zeros_(p)
+    pipe = SamplePipeline(models)
+    with_fb = pipe(image, SampleSettings(num_steps=STEPS, seed=2))
+    without = pipe(image, SampleSettings(num_steps=STEPS, seed=2, feedback=False))
+    torch.testing.assert_close(with_fb.views, without.views, rtol=0, atol=0)
+
+
+def test_feedback_window(pipe, image):
+    settings = SampleSettings(num_steps=6, feedback_steps=(4, 6))
+    assert [settings.uses_feedback(i) for i in range(6)] == [False, False, False, False, True, True]
+    result = pipe(image, SampleSettings(num_steps=5, seed=0, feedback_steps=(3, 5), save_intermediate=True))
+    assert sorted(result.feedback_inputs) == [3, 4]
+
+
+def test_same_seed_same_outputs(pipe, image):
+    a = pipe(image, SampleSettings(num_steps=2, seed=7))
+    b = pipe(image, SampleSettings(num_steps=2, seed=7))
+    c = pipe(image, SampleSettings(num_steps=2, seed=8))
+    assert torch.equal(a.views, b.views) and torch.equal(a.gaussians.means, b.gaussians.means)
+    assert not torch.equal(a.views, c.views)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda d: d / "missing.png", "missing.png: no such file"),
+        (lambda d: (d / "notes.png").write_text("hi") and d / "notes.png", "notes.png: not an image"),
+        (lambda d: (d / "cut.png").write_bytes(object_image(d / "full.png").read_bytes()[:200]) and d / "cut.png", "cut.png: the image is damaged or truncated"),
+        (lambda d: Image.new("RGBA", (64, 64)).save(d / "clear.png") or d / "clear.png", "clear.png: no object found"),
+        (lambda d: Image.new("RGB", (8, 8)).save(d / "small.png") or d / "small.png", "small.png: image is 8x8"),
+    ],
+)
+def test_bad_inputs_exit_2_and_leave_nothing(tiny_checkpoint, tmp_path, make, message):
+    src = make(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "1"])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_unwritable_output_exits_2(tiny_checkpoint, tmp_path):
+    src = object_image(tmp_path / "a.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["sample", str(src), "-o", str(blocker / "out"), "--checkpoint", str(tiny_checkpoint), "--steps", "1"])
+    assert result.exit_code == 2 and "cannot write there" in result.output
