@@ -9,7 +9,7 @@ import typer
 
 from ouro.paths import DEFAULT_RENDER_DIR
 
-from ._common import not_implemented
+from ._common import err_console, fail
 
 
 def filter_(
@@ -20,6 +20,51 @@ def filter_(
     min_color_std: Annotated[float, typer.Option(help="Drop texture-less objects: foreground colour standard deviation below this (0-1 scale).")] = 0.02,
     max_border_alpha: Annotated[float, typer.Option(help="Drop objects clipped by the frame: foreground fraction on the image border above this.")] = 0.01,
     licenses: Annotated[Optional[str], typer.Option(help="Comma-separated licence allow-list applied where metadata has one (e.g. `by,by-sa,cc0`).")] = None,
+    max_faces: Annotated[int, typer.Option(min=0, help="Drop objects with more faces (metadata faceCount, else the renderer's count); 0 = no limit.")] = 1_000_000,
+    drop_animated: Annotated[bool, typer.Option("--drop-animated/--keep-animated", help="Drop objects that carry animations.")] = True,
+    drop_untextured: Annotated[bool, typer.Option("--drop-untextured/--keep-untextured", help="Drop objects with no image texture, no vertex colours and a single material colour.")] = True,
+    annotations: Annotated[Optional[Path], typer.Option(help="Objaverse annotations: a {uid: annotation} .json/.json.gz file or a folder of them (the objaverse cache's metadata/), for licence, faces and animation.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes reading the renders in parallel.")] = 1,
 ) -> None:
     """Drop bad objects (no texture, empty or clipped renders, bad metadata) and write the kept list."""
-    not_implemented("filter")
+    from ouro.pipelines import filter as pipeline
+
+    if not render_dir.is_dir():
+        fail(f"{render_dir} is not a folder; give the render folder written by `ouro render -o DIR`")
+    if not pipeline.find_objects(render_dir) and not pipeline.read_failures(render_dir):
+        fail(f"no rendered objects in {render_dir} (expected <uid>/meta.json folders written by `ouro render`)")
+    for name, value in (("--min-alpha", min_alpha), ("--min-color-std", min_color_std), ("--max-border-alpha", max_border_alpha)):
+        if not 0 <= value <= 1:
+            fail(f"{name} {value}: must lie in [0, 1]")
+    allow = tuple(x.strip() for x in licenses.split(",") if x.strip()) if licenses else None
+    meta = None
+    if annotations is not None:
+        try:
+            meta = pipeline.load_annotations(annotations)
+        except (OSError, ValueError) as e:
+            fail(f"--annotations {annotations}: cannot read it ({e}); give a {{uid: annotation}} .json/.json.gz file or a folder of them")
+    settings = pipeline.FilterSettings(min_alpha=min_alpha, min_color_std=min_color_std, max_border_alpha=max_border_alpha,
+                                       licenses=allow, max_faces=max_faces or None, drop_animated=drop_animated,
+                                       drop_untextured=drop_untextured)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]filtering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("filter", total=None)
+
+        def on_report(rep, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        reports = pipeline.filter_renders(render_dir, settings, meta, workers=workers, progress=on_report)
+    kept_path = pipeline.write_kept(reports, output or render_dir / "kept.txt")
+    report_path = pipeline.write_report(reports, report or render_dir / "filter_report.csv")
+    kept = sum(r.keep for r in reports)
+    reasons: dict[str, int] = {}
+    for rep in reports:
+        for reason in rep.reasons:
+            key = reason.split(" (")[0].split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    typer.echo(f"kept {kept} of {len(reports)} objects -> {kept_path}")
+    for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  dropped {count}: {key}")
+    typer.echo(f"report: {report_path}")
