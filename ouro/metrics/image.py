@@ -1,0 +1,169 @@
+"""Per-image PSNR and SSIM, batched over any leading dims.
+
+Images are float tensors ``[..., C, H, W]`` (``C = 3`` in ouro) with values in ``[0, data_range]``
+(``[0, 1]`` by default). Every function returns one value per image, shape ``[...]``; averaging
+over views and objects is left to the caller.
+
+Conventions (what the numbers mean, so that they compare with published tables):
+
+- **PSNR** is ``10 log10(data_range^2 / MSE)`` with the MSE over all channels and pixels of one
+  image. Identical images give ``+inf``; pass ``max_db`` to cap it (a finite value is needed for
+  means). torchmetrics' ``PeakSignalNoiseRatio(data_range=1.0)`` with its default ``dim=None``
+  pools the MSE over the whole batch before the log; that is :func:`psnr_from_mse` applied to
+  ``mse(pred, target).mean()``, not the mean of the per-image values.
+- **SSIM** is Wang et al. (2004) with an 11-tap Gaussian window (sigma 1.5), ``K1 = 0.01``,
+  ``K2 = 0.03``, variances with the ``1/N`` (population) normalisation and clamped at 0, computed
+  per channel and averaged over channels and pixels. The border handling follows torchmetrics'
+  ``StructuralSimilarityIndexMeasure``, whose behaviour changed in 1.4.2 (PR #2721):
+
+  * ``border="reflect"`` (default) = torchmetrics >= 1.4.2: the image is reflect-padded by the
+    window radius (``torch.nn.functional.pad(mode="reflect")``, edge pixel not repeated) and the
+    SSIM map is averaged over all ``H x W`` pixels.
+  * ``border="valid"`` = torchmetrics <= 1.4.1, scikit-image's ``structural_similarity(...,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` and Wang et al.'s MATLAB
+    code: only the ``(H - 10) x (W - 10)`` positions whose window lies inside the image count.
+
+  The two differ by 1e-5 to 1e-3 (more on smooth images), well above rounding, so say which.
+  torchmetrics' default ``data_range=None`` infers the range from the data; ``data_range=None``
+  here does the same (``max(range(pred), range(target))`` over the whole input, as one
+  torchmetrics ``update`` call). The public Ouroboros3D evaluation used that default; ouro's
+  evaluation uses the fixed range 1.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["mse", "psnr", "psnr_from_mse", "ssim", "gaussian_window"]
+
+
+def _check_pair(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.ndim < 3:
+        raise ValueError(f"expected images [..., C, H, W], got shape {tuple(pred.shape)}")
+
+
+def _float(x: Tensor) -> Tensor:
+    """At least float32 (half inputs are upcast; float64 stays float64)."""
+    return x.float() if x.dtype not in (torch.float32, torch.float64) else x
+
+
+def mse(
+    pred: Tensor,  # [..., C, H, W]
+    target: Tensor,  # [..., C, H, W]
+) -> Tensor:  # [...]
+    """Mean squared error per image, over channels and pixels."""
+    _check_pair(pred, target)
+    pred, target = _float(pred), _float(target)
+    return (pred - target).square().mean(dim=(-3, -2, -1))
+
+
+def psnr_from_mse(mse_value: Tensor, data_range: float = 1.0, max_db: float | None = None) -> Tensor:
+    """``10 log10(data_range^2 / mse)``, elementwise; ``+inf`` where ``mse == 0`` unless capped at ``max_db``."""
+    out = 10.0 * torch.log10(data_range**2 / mse_value)
+    return out if max_db is None else out.clamp(max=max_db)
+
+
+def psnr(
+    pred: Tensor,  # [..., C, H, W] in [0, data_range]
+    target: Tensor,  # [..., C, H, W] in [0, data_range]
+    data_range: float = 1.0,
+    max_db: float | None = None,
+) -> Tensor:  # [...] dB
+    """Peak signal-to-noise ratio per image, in dB.
+
+    Args:
+        pred: ``[..., C, H, W]`` images, values in ``[0, data_range]``.
+        target: same shape as ``pred``.
+        data_range: the peak value (1.0 for ``[0, 1]`` images, as torchmetrics' ``data_range=1.0``).
+        max_db: *optional*. When given, values are capped at ``max_db``. Identical images have
+            ``MSE = 0`` and PSNR ``+inf`` without a cap (``max_db=None``, the default).
+
+    Returns:
+        ``[...]`` float tensor, one PSNR per image. A constant error of 0.1 on ``[0, 1]`` images
+        gives ``10 log10(1 / 0.01) = 20`` dB.
+    """
+    return psnr_from_mse(mse(pred, target), data_range, max_db)
+
+
+def gaussian_window(window: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """The normalised 1-D Gaussian ``[window]`` at offsets ``-(window-1)/2 .. (window-1)/2`` (as torchmetrics)."""
+    if window % 2 != 1 or window <= 0:
+        raise ValueError(f"window must be a positive odd number, got {window}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    x = torch.arange(window, dtype=dtype, device=device) - (window - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
+
+
+def _blur(x: Tensor, g: Tensor) -> Tensor:
+    """Separable 'valid' Gaussian filter of ``[B, C, H, W]`` with the 1-D kernel ``g`` (per channel)."""
+    c, k = x.shape[1], g.numel()
+    x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)  # rows
+    return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)  # columns
+
+
+def ssim(
+    pred: Tensor,  # [..., C, H, W] in [0, data_range]
+    target: Tensor,  # [..., C, H, W] in [0, data_range]
+    data_range: float | None = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    border: Literal["reflect", "valid"] = "reflect",
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> Tensor:  # [...]
+    """Structural similarity per image (Gaussian window), as torchmetrics' ``StructuralSimilarityIndexMeasure``.
+
+    Args:
+        pred: ``[..., C, H, W]`` images, values in ``[0, data_range]``.
+        target: same shape as ``pred``.
+        data_range: the value range (1.0 for ``[0, 1]`` images). ``None`` infers it as torchmetrics
+            does: ``max(pred.max() - pred.min(), target.max() - target.min())`` over the whole input.
+        window: Gaussian window size, odd; 11 (torchmetrics derives it from sigma as
+            ``int(3.5 * sigma + 0.5) * 2 + 1`` and ignores its ``kernel_size`` argument, which for
+            sigma 1.5 is 11; scikit-image uses the same formula).
+        sigma: Gaussian standard deviation in pixels; 1.5.
+        border: ``"reflect"`` (torchmetrics >= 1.4.2, the default) or ``"valid"`` (torchmetrics
+            <= 1.4.1, scikit-image, Wang et al.); see the module docstring.
+        k1, k2: SSIM constants, ``C1 = (k1 * data_range)^2``, ``C2 = (k2 * data_range)^2``.
+
+    Returns:
+        ``[...]`` float tensor; 1 for identical images.
+    """
+    _check_pair(pred, target)
+    if border not in ("reflect", "valid"):
+        raise ValueError(f"border must be 'reflect' or 'valid', got {border!r}")
+    *batch, c, h, w = pred.shape
+    pad = window // 2
+    if border == "reflect" and min(h, w) <= pad:
+        raise ValueError(f"images must be larger than {pad} pixels for border='reflect', got {h}x{w}")
+    if border == "valid" and min(h, w) < window:
+        raise ValueError(f"images must be at least {window}x{window} for border='valid', got {h}x{w}")
+    pred, target = _float(pred), _float(target)
+    if data_range is None:
+        data_range = max((pred.max() - pred.min()).item(), (target.max() - target.min()).item())
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+
+    # [..., C, H, W] -> [B, C, H, W]
+    x, y = pred.reshape(-1, c, h, w), target.reshape(-1, c, h, w)
+    n = x.shape[0]
+    stack = torch.cat([x, y, x * x, y * y, x * y])  # [5B, C, H, W]
+    if border == "reflect":
+        # pad(x)^2 == pad(x^2): padding only copies pixels, so the squares may be padded too
+        stack = F.pad(stack, (pad, pad, pad, pad), mode="reflect")  # [5B, C, H + 2p, W + 2p]
+    g = gaussian_window(window, sigma, dtype=stack.dtype, device=stack.device)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _blur(stack, g).split(n)  # each [B, C, H', W']
+
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    var_x = (e_xx - mu_xx).clamp(min=0.0)
+    var_y = (e_yy - mu_yy).clamp(min=0.0)
+    cov = e_xy - mu_xy
+    ssim_map = ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(-3, -2, -1)).reshape(batch)
