@@ -1,21 +1,16 @@
 """`build_models` and ouro checkpoint folders (safetensors only, corrupt ones refused)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import make_tiny_models as tiny_models
+from conftest import official_listing
 from ouro.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ouro.models import build_models
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-
 
 def listing(name):
-    path = REFERENCE / name
-    assert path.is_file(), f"{path} is missing: CI needs shared/ beside the repository"
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    return {k: tuple(int(d) for d in s.strip("[]").split(",") if d.strip()) for k, s in rows}
+    return dict(official_listing(name))
 
 
 def test_paper_models_on_meta_match_the_public_checkpoint():
@@ -28,9 +23,6 @@ def test_paper_models_on_meta_match_the_public_checkpoint():
     assert mv2.compat == rec2.compat == "official"
     with pytest.raises(ValueError, match="compat"):
         build_models("tiny", compat="legacy")
-
-
-from conftest import make_tiny_models as tiny_models  # noqa: E402
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,23 +13,15 @@ from ouro.config import PRESETS
 from ouro.geometry import OFFICIAL_FOV_DEG, intrinsics_from_fov, official_inference_cameras, plucker_rays
 from ouro.models import Reconstructor, ReconstructorOutput, noise_level
 from ouro.models.lgm_unet import LGMUNet, ResnetBlock
+from conftest import official_listing
 
-# CI checks the repository out next to shared/: <repo>/../shared/reference
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 OFFICIAL_PARAMS = 424_039_200
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 def _official_listing() -> list[tuple[str, tuple[int, ...]]]:
-    path = REFERENCE / "official_recon_model_keys.txt"
-    if not path.is_file():
-        pytest.fail(f"official key listing not found at {path}: shared/reference must sit beside the repository")
-    rows = []
-    for line in path.read_text().splitlines():
-        name, shape = line.split("\t")
-        rows.append((name, tuple(json.loads(shape))))
-    return rows
+    return official_listing("official_recon_model_keys.txt")
 
 
 def _randomise_embeddings(model: Reconstructor, seed: int = 0) -> None:

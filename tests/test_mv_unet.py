@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,22 +22,14 @@ from ouro.geometry import (
 from ouro.models import MultiViewUNet, MultiViewUNetOutput
 from ouro.models.adapter import AdapterBlock, FeedbackAdapter
 from ouro.models.plucker_embedding import PluckerEmbedding, harmonic_embedding, unet_plucker_rays
+from conftest import official_listing
 
-# CI checks the repository out next to shared/: <repo>/../shared/reference
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 OFFICIAL_PARAMS = 1_765_033_322
 B, F, LATENT = 2, 8, 8  # tiny: image_size 64 / vae_downsample 8
 
 
 def _official_listing() -> list[tuple[str, tuple[int, ...]]]:
-    path = REFERENCE / "official_mv_model_unet_keys.txt"
-    if not path.is_file():
-        pytest.fail(f"official key listing not found at {path}: shared/reference must sit beside the repository")
-    rows = []
-    for line in path.read_text().splitlines():
-        name, shape = line.split("\t")
-        rows.append((name, tuple(json.loads(shape))))
-    return rows
+    return official_listing("official_mv_model_unet_keys.txt")
 
 
 def _official_rays_by_hand(c2w: torch.Tensor, K: torch.Tensor, res: int) -> torch.Tensor:

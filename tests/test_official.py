@@ -27,8 +27,8 @@ from ouro.io.official import (
 )
 from ouro.models import build_models
 from ouro.models.svd_parts import SVDConditioner
+from conftest import official_listing
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 TINY = get_preset("tiny")
 
 
@@ -241,10 +241,7 @@ def test_svd_unet_config_decides_heads_and_must_fit(tmp_path, originals, svd_fol
 
 
 def listing(name):
-    path = REFERENCE / name
-    assert path.is_file(), f"{path} is missing: CI needs shared/ beside the repository"
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    return {k: tuple(int(d) for d in s.strip("[]").split(",") if d.strip()) for k, s in rows}
+    return dict(official_listing(name))
 
 
 def test_paper_listing_loads_through_the_same_path_on_meta():
