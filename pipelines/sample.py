@@ -43,6 +43,9 @@ class SampleSettings:
     guidance: tuple[float, float] = (1.0, 3.0)  #: classifier-free guidance of the first and last view
     seed: int = 0
     save_intermediate: bool = False  #: keep each step's x0 views and splat renders
+    #: fast setting: before the last step decode only the 4 views G reads (SVD's temporal decoder
+    #: mixes frames, so they differ slightly from an 8-frame decode; see benchmarks/README.md)
+    decode_reconstructor_views_only: bool = False
 
     def uses_feedback(self, step: int) -> bool:
         """Whether step ``step`` reads the maps rendered after step ``step - 1``."""
@@ -226,14 +229,17 @@ class SamplePipeline:
             needs_3d = settings.feedback and (last or settings.uses_feedback(i + 1))
             if needs_3d or settings.save_intermediate:
                 t0 = tick()
-                x0 = m.conditioner.decode(step.pred_original_sample.to(m.conditioner.vae.dtype))  # [1, V, 3, H, W]
+                x0_latents = step.pred_original_sample.to(m.conditioner.vae.dtype)
+                subset = settings.decode_reconstructor_views_only and not last and not settings.save_intermediate
+                views_read = m.reconstructor.select_views(frames) if subset else list(range(frames))
+                x0 = m.conditioner.decode(x0_latents[:, views_read])  # [1, V or 4, 3, H, W]
                 timings["decode"] += tick() - t0
                 if last:  # this decode is the output
                     final_views = x0
                 record = StepRecord(i, sigma, x0_views=(x0[0] * 0.5 + 0.5).clamp(0, 1).cpu()) if settings.save_intermediate else None
                 if needs_3d:
                     t0 = tick()
-                    gaussians = self._reconstruct(x0, c2w, K_norm, sigma)
+                    gaussians = self._reconstruct(x0, c2w[views_read], K_norm[views_read], sigma)
                     timings["reconstruct"] += tick() - t0
                     if not last or settings.save_intermediate:
                         t0 = tick()

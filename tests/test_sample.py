@@ -134,3 +134,17 @@ def test_unwritable_output_exits_2(tiny_checkpoint, tmp_path):
     blocker.write_text("not a folder")
     result = runner.invoke(app, ["sample", str(src), "-o", str(blocker / "out"), "--checkpoint", str(tiny_checkpoint), "--steps", "1"])
     assert result.exit_code == 2 and "cannot write there" in result.output
+
+
+def test_fast_setting_decodes_only_the_views_g_reads(pipe, image):
+    decoded = []
+    hook = pipe.models.conditioner.vae.decoder.register_forward_pre_hook(lambda mod, args, kw: decoded.append(args[0].shape[0]), with_kwargs=True)
+    try:
+        fast = pipe(image, SampleSettings(num_steps=3, seed=4, decode_reconstructor_views_only=True))
+        decoded_fast, decoded[:] = list(decoded), []
+        full = pipe(image, SampleSettings(num_steps=3, seed=4))
+    finally:
+        hook.remove()
+    assert decoded_fast == [4, 4, 8] and decoded == [8, 8, 8]  # steps 0, 1: the 4 views G reads; last: all 8
+    assert fast.views.shape == full.views.shape
+    assert 0 < (fast.views - full.views).abs().max() < 0.5
