@@ -58,6 +58,7 @@ def render(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per object before it is recorded as failed.")] = 900.0,
     blender: Annotated[Optional[Path], typer.Option(help="Use this Blender 4.2 executable instead of the bundled bpy wheel.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Cycles samples per pixel (no denoiser).")] = 16,
+    gso_up_axis: Annotated[str, typer.Option(help="Up axis of the meshes in GSO folders: z (Google Scanned Objects, Gazebo's convention) or y.")] = "z",
     normalize: Annotated[Normalize, typer.Option(help="Object scale: `diagonal` = bounding-box diagonal 1 (always in frame); `extent` = longest side 1 (Zero123-style unit box; corners can leave the frame).")] = Normalize.diagonal,
     objaverse_dir: Annotated[Optional[Path], typer.Option(help="Objaverse cache (the folder holding object-paths.json.gz and glbs/). Default: $OURO_OBJAVERSE_DIR, else the objaverse package's ~/.objaverse/hf-objaverse-v1.")] = None,
     download: Annotated[Optional[bool], typer.Option("--download/--no-download", help="Download Objaverse objects missing from the cache. Default: on, off when HF_HUB_OFFLINE=1.", show_default=False)] = None,
@@ -80,7 +81,7 @@ def render(
     settings = pipeline.RenderSettings(
         engine=engine.value, resolution=resolution, orbits=orbits, frames=frames, elevation_min=elevation_min,
         elevation_max=elevation_max, radius=radius, fov_deg=fov, depth=depth, seed=seed, samples=samples,
-        normalize=normalize.value, timeout=timeout, workers=workers, blender=blender,
+        normalize=normalize.value, gso_up_axis=gso_up_axis, timeout=timeout, workers=workers, blender=blender,
     )
     try:
         settings.check()

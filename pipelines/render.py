@@ -131,6 +131,7 @@ class RenderSettings:
     seed: int = 0
     samples: int = 16
     normalize: str = "diagonal"
+    gso_up_axis: str = "z"
     timeout: float = 900.0
     workers: int = 1
     threads: int | None = None
@@ -142,6 +143,8 @@ class RenderSettings:
             raise ValueError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize {self.normalize!r}: choose one of {', '.join(NORMALIZE_MODES)}")
+        if self.gso_up_axis not in ("y", "z"):
+            raise ValueError(f"gso_up_axis {self.gso_up_axis!r}: choose z (Google Scanned Objects) or y")
         for name in ("resolution", "orbits", "frames", "samples", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -220,6 +223,11 @@ def plan_cameras(uid: str, settings: RenderSettings) -> tuple[list[float], list[
         [orbit_cameras(settings.frames, el, 0.0, settings.radius, dtype=torch.float64) for el in elevations]
     )
     return elevations, azimuths, c2w, ours_to_blender(c2w)
+
+
+def up_axis_of(src: ObjectSource, settings: RenderSettings) -> str:
+    """The mesh file's up axis: ``settings.gso_up_axis`` for GSO folders (+z, Gazebo's), else +y (glTF, OBJ)."""
+    return settings.gso_up_axis if src.kind == "gso" else "y"
 
 
 def frame_name(orbit: int, frame: int) -> str:
@@ -471,7 +479,9 @@ def build_meta(src: ObjectSource, mesh_path: Path, settings: RenderSettings, res
             "mode": settings.normalize,
             "scale": scale,
             "offset": (-scale * (rot @ centre_blender)).tolist(),
-            "frame": "the file's own axes (+y up, as glTF and OBJ): x_norm = scale * x_file + offset; equals ouro's world",
+            "up_axis": up_axis_of(src, settings),
+            "frame": "x_norm = scale * R x_file + offset in ouro's world (+y up); R = identity for +y-up files "
+                     "(glTF, OBJ), (x, y, z) -> (x, z, -y) for +z-up files (GSO folders)",
             "bbox_min": corners.min(0).tolist(),
             "bbox_max": corners.max(0).tolist(),
         },
@@ -535,7 +545,7 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
             "frames_dir": str(staging.resolve()), "frame_names": names, "work_dir": str(work.resolve()),
             "cameras": c2w_blender.tolist(), "fov_deg": settings.fov_deg, "resolution": settings.resolution,
             "engine": settings.engine, "samples": settings.samples, "threads": settings.threads_per_worker,
-            "depth": settings.depth, "normalize": settings.normalize,
+            "depth": settings.depth, "normalize": settings.normalize, "up_axis": up_axis_of(src, settings),
         }
         result = run_worker(job, work, settings, processes)
         if result.get("interrupted"):  # Ctrl-C: not the object's fault, so no failure record

@@ -77,8 +77,16 @@ def furniture_models(dest: Path) -> dict[str, Path]:
     return out
 
 
+def _to_z_up(line: str) -> str:
+    """A +y-up OBJ ``v``/``vn`` line in GSO's +z-up frame: ``(x, y, z) -> (x, -z, y)``."""
+    if not line.startswith(("v ", "vn ")):
+        return line
+    head, x, y, z, *rest = line.split()
+    return " ".join([head, x, repr(-float(z)), y, *rest])
+
+
 def make_gso_folder(model: Path, dest: Path) -> Path:
-    """A Google-Scanned-Objects-layout folder from a one-texture OBJ model.
+    """A Google-Scanned-Objects-layout folder from a one-texture OBJ model, +z up as GSO ships it.
 
     ``meshes/model.obj`` + ``meshes/model.mtl`` (``map_Kd texture.png``) and the texture at
     ``materials/textures/texture.png``, as GSO ships them (the .mtl names a file that is not
@@ -91,7 +99,7 @@ def make_gso_folder(model: Path, dest: Path) -> Path:
     texture = next(p for p in model.iterdir() if p.suffix.lower() in {".jpg", ".png"})
     (dest / "meshes").mkdir(parents=True)
     (dest / "materials" / "textures").mkdir(parents=True)
-    lines = obj.read_text().splitlines()
+    lines = [_to_z_up(line) for line in obj.read_text().splitlines()]
     (dest / "meshes" / "model.obj").write_text(
         "\n".join("mtllib model.mtl" if line.startswith("mtllib") else line for line in lines) + "\n")
     lines = mtl.read_text().splitlines()
@@ -193,5 +201,5 @@ def main_render(tmp_path_factory) -> dict:
             "--no-download"]
     result = CliRunner().invoke(app, args)
     _MEMO["main"] = {"out": out, "args": args, "result": result, "inputs": inputs, "ids": ids, "root": root,
-                     "objaverse": objaverse}
+                     "objaverse": objaverse, "models": models}
     return _MEMO["main"]

@@ -261,6 +261,14 @@ def test_textures_and_vertex_colours_survive(main):
     assert basketball[:, 0].mean() > basketball[:, 2].mean() + 40  # orange leather, not grey
     gso = json.loads((out / "rock1" / "meta.json").read_text())
     assert gso["source"]["kind"] == "gso" and gso["source"]["path"].endswith("meshes/model.obj")
+    # the GSO copy is stored +z up (as GSO ships meshes); rendered, it stands as the +y-up original:
+    # the normalised box in ouro's frame has the original's extents, axis by axis
+    original = np.array([[float(v) for v in line.split()[1:4]] for line in
+                         (main["models"]["rock1"] / "rock1.obj").read_text().splitlines() if line.startswith("v ")])
+    extent = original.max(0) - original.min(0)
+    norm = gso["normalization"]
+    assert norm["up_axis"] == "z"
+    np.testing.assert_allclose(np.subtract(norm["bbox_max"], norm["bbox_min"]), gso["normalization"]["scale"] * extent, rtol=1e-3)
 
 
 @pytest.mark.slow

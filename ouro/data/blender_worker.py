@@ -66,8 +66,12 @@ def init_blenderproc() -> None:
         GlobalStorage.add("bproc_init_complete", True)
 
 
-def import_mesh(path: str) -> None:
-    """Import a mesh file into the (empty) scene with Blender's own importers (+y up files -> +z up)."""
+def import_mesh(path: str, up_axis: str = "y") -> None:
+    """Import a mesh file into the (empty) scene with Blender's own importers.
+
+    glTF is +y up by specification; OBJ files are +y up unless ``up_axis == "z"`` (Google Scanned
+    Objects, Gazebo's convention), which Blender's own +z-up world then takes as it is.
+    """
     kind = MESH_SUFFIXES.get(os.path.splitext(path)[1].lower())
     if kind is None:
         raise ValueError(f"unsupported mesh format {os.path.splitext(path)[1]!r}")
@@ -76,7 +80,8 @@ def import_mesh(path: str) -> None:
     if kind == "gltf":
         result = bpy.ops.import_scene.gltf(filepath=path)
     else:
-        result = bpy.ops.wm.obj_import(filepath=path, validate_meshes=True)
+        axes = {"forward_axis": "Y", "up_axis": "Z"} if up_axis == "z" else {}
+        result = bpy.ops.wm.obj_import(filepath=path, validate_meshes=True, **axes)
     if "FINISHED" not in result:
         raise RuntimeError(f"Blender could not import {os.path.basename(path)}: {sorted(result)}")
 
@@ -289,7 +294,7 @@ def setup_lighting_and_engine(job: dict, appearance: dict) -> dict:
 def render(job: dict, result: dict) -> None:
     init_blenderproc()
     t0 = time.time()
-    import_mesh(job["source"])
+    import_mesh(job["source"], job.get("up_axis", "y"))
     remove_cameras_and_lights()
     objects = mesh_objects()
     if not objects:
