@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from ouro.paths import GSO_ROOT_ENV, resolve_gso_root
 
-from ._common import not_implemented
+from ._common import err_console, fail
+from .sample import ModelChoice
 
 
 class LpipsNet(str, Enum):
@@ -18,17 +20,123 @@ class LpipsNet(str, Enum):
     vgg = "vgg"
 
 
+class Engine(str, Enum):
+    cycles = "cycles"
+    workbench = "workbench"
+
+
+class UpAxis(str, Enum):
+    z = "z"
+    y = "y"
+
+
+def _means_line(label: str, means: dict | None) -> str:
+    if not means:
+        return f"{label}: -"
+    return f"{label}: PSNR {means['psnr']:.3f}  SSIM {means['ssim']:.4f}  LPIPS {means['lpips']:.4f}"
+
+
 def eval_gso(
-    gso_root: Annotated[Optional[Path], typer.Option(help=f"Folder of GSO objects (meshes/model.obj, materials/textures/texture.png). Default: ${GSO_ROOT_ENV}, else ~/.cache/ouro/gso.", show_default=False)] = None,
-    objects: Annotated[Optional[Path], typer.Option(help="Object names to score, one per line. Default: the 100-object list shipped with ouro.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Model to evaluate (as `ouro sample --checkpoint`).")] = None,
-    predictions: Annotated[Optional[Path], typer.Option(help="Score another method's saved views (<object>/views/000.png..) instead of sampling.")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder: per-object CSV, summary.json, report.")] = Path("eval/gso"),
+    gso_root: Annotated[Optional[Path], typer.Option(help=f"Folder of GSO objects (<name>/meshes/model.obj, <name>/materials/textures/texture.png); missing objects are downloaded into it. Default: ${GSO_ROOT_ENV}, else ~/.cache/ouro/gso.", show_default=False)] = None,
+    objects: Annotated[Optional[Path], typer.Option(help="Object names to score, one per line. Default: the 100-object list shipped with ouro (ouro/assets/gso_eval_objects.txt).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Model to evaluate (as `ouro sample --checkpoint`); overrides --model.")] = None,
+    model: Annotated[ModelChoice, typer.Option(help="Without --checkpoint: `auto` (the public weights when found locally, else the embedded demo model), `demo` or `official` (as `ouro sample --model`).")] = ModelChoice.auto,
+    predictions: Annotated[Optional[Path], typer.Option(help="Score another method's saved views (<object>/views/000.png..007.png at the evaluation cameras; optional gaussians.ply, mesh.obj) instead of sampling.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results folder: per-object CSV, summary.json, report.md, objects/<name>/; a rerun resumes.")] = Path("eval/gso"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Score only the first N objects.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     lpips_net: Annotated[LpipsNet, typer.Option(help="LPIPS backbone (the public code uses alex).")] = LpipsNet.alex,
     count_input: Annotated[bool, typer.Option("--count-input/--skip-input", help="Whether the input view counts in the metrics (the public code counts it).")] = True,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the paper preset).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(min=32, help="Ground-truth render and metric size, pixels. Default: the model's view size (512), or 512 with --predictions.")] = None,
+    gt_dir: Annotated[Optional[Path], typer.Option(help="Cache of ground-truth renders, shared between runs. Default: <output>/gt.")] = None,
+    engine: Annotated[Engine, typer.Option(help="Ground-truth renderer (`ouro render --engine`): cycles, or workbench for quick checks.")] = Engine.cycles,
+    samples: Annotated[int, typer.Option(min=1, help="Cycles samples per pixel for the ground truth.")] = 16,
+    workers: Annotated[int, typer.Option(min=1, help="Ground-truth renders in parallel.")] = 1,
+    points: Annotated[int, typer.Option(min=0, help="Points per side for Chamfer distance and F-score (0: no geometry metrics).")] = 10_000,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also fuse a mesh from the Gaussians (as `ouro export`) and score its surface.")] = False,
+    up_axis: Annotated[UpAxis, typer.Option(help="Up axis of the meshes under --gso-root (GSO: z).")] = UpAxis.z,
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Download objects missing from --gso-root from Gazebo Fuel ($OURO_GSO_URL overrides the address).")] = True,
+    method_name: Annotated[Optional[str], typer.Option(help="Method name in the report's tables.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Torch device for sampling. Default: cuda when available.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
 ) -> None:
-    """Score image-to-3D on 100 GSO objects: views, splat renders and their deltas."""
-    resolve_gso_root(gso_root)
-    not_implemented("eval-gso")
+    """Score image-to-3D on 100 GSO objects: views, splat renders and their deltas (paper Tables 1-2).
+
+    Ground truth: `ouro render` at the evaluation cameras (the public checkpoint's 8 inference
+    cameras), cached; frame 0 is the condition image. Writes metrics.csv, summary.json and
+    report.md under --output. Exit code 0 if every object was scored, 1 if some failed, 2 when
+    nothing can be scored.
+    """
+    import torch
+
+    from ouro.io.checkpoint import CheckpointError
+    from ouro.pipelines import evaluate, gso
+    from ouro.pipelines.sample import ModelNotFound, load_pipeline
+
+    # 1. what to score
+    try:
+        names = gso.read_object_list(objects or gso.DEFAULT_OBJECTS_FILE)
+    except ValueError as e:
+        fail(escape(str(e)))
+    names = names[:limit] if limit else names
+    if predictions is not None and checkpoint is not None:
+        fail("give --checkpoint (sample a model) or --predictions (score saved views), not both")
+    if output.exists() and not output.is_dir():
+        fail(f"--output {escape(str(output))} is a file; give a folder (it is created if missing)")
+
+    # 2. the model (unless scoring saved predictions)
+    pipe, description = None, None
+    if predictions is None:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
+        if dtype not in dtypes:
+            fail(f"--dtype {dtype}: choose float32, float16 or bfloat16")
+        try:
+            pipe, description = load_pipeline(model.value, checkpoint, device, dtypes[dtype])
+        except (ModelNotFound, CheckpointError) as e:
+            fail(escape(str(e)))
+    size = resolution or (pipe.config.generator.image_size if pipe is not None else 512)
+    settings = evaluate.EvalSettings(
+        resolution=size, engine=engine.value, samples=samples, seed=seed, steps=steps, count_input=count_input,
+        lpips_net=lpips_net.value, points=points, mesh=mesh, up_axis=up_axis.value, workers=workers,
+    )
+    root = resolve_gso_root(gso_root)
+    err_console.print(f"ouro eval-gso: {len(names)} objects from {root}"
+                      + (f", sampling with {description}" if description else f", predictions from {predictions}")
+                      + f", {size} px -> {output}", soft_wrap=True)
+
+    # 3. evaluate
+    try:
+        run = evaluate.run_evaluation(
+            names, root, output, settings, pipe=pipe, model_description=description, checkpoint=checkpoint,
+            predictions=predictions, gt_dir=gt_dir, download=download, method=method_name,
+            log=lambda line: err_console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
+        )
+    except evaluate.EvalError as e:
+        fail(escape(str(e)))
+    except KeyboardInterrupt:
+        err_console.print("ouro eval-gso: interrupted; scored objects are kept, rerun to continue")
+        raise typer.Exit(130) from None
+
+    # 4. report
+    if run.missing_message:
+        err_console.print(f"[yellow]ouro: warning:[/] {escape(run.missing_message)}", soft_wrap=True)
+    means = run.summary["means"]
+    typer.echo(f"scored {len(run.scored)} of {len(names)} objects ({run.sampled} new, {run.reused} reused, "
+               f"{run.rescored} rescored; {len(run.failed)} failed); ground truth: {run.rendered_gt} rendered, "
+               f"{run.reused_gt} reused; {run.seconds:.1f} s")
+    typer.echo(_means_line("views ", means["views"]))
+    typer.echo(_means_line("splats", means["splats"]))
+    if means["delta"]:
+        d = means["delta"]
+        typer.echo(f"delta : PSNR {d['psnr']:.3f}  SSIM {d['ssim']:.4f}  LPIPS {d['lpips']:.4f}")
+    geometry = means["geometry"].get("gaussians")
+    if geometry:
+        fs = "  ".join(f"F@{k.split('@')[1]} {v:.4f}" for k, v in geometry.items() if k.startswith("fscore@"))
+        typer.echo(f"geometry (Gaussian centres): Chamfer {geometry['chamfer']:.4f}  {fs}")
+    for name, reason in run.failed.items():
+        err_console.print(f"[red]failed[/] {escape(name)}: {escape(reason)}", soft_wrap=True, highlight=False)
+    typer.echo(f"wrote {output / evaluate.REPORT}, {output / evaluate.SUMMARY}, {output / evaluate.CSV_FILE}")
+    raise typer.Exit(run.exit_code)

@@ -79,7 +79,7 @@ def test_bad_option_values_are_usage_errors():
 
 
 @pytest.mark.parametrize(
-    "line", ["train --gpus 8", "eval-gso"]
+    "line", ["train --gpus 8"]
 )
 def test_unimplemented_subcommands_say_so_in_one_line_and_exit_2(line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
