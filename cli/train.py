@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from click.core import ParameterSource
 
 from ouro.paths import DEFAULT_RENDER_DIR, DEFAULT_RUNS_DIR
 
-from ._common import not_implemented
+from ._common import err_console, fail
 
 
 class MixedPrecision(str, Enum):
@@ -29,7 +33,29 @@ class Ablation(str, Enum):
     full = "full"  # both (the paper's model)
 
 
+class FrameChoice(str, Enum):
+    every2 = "every2"
+    linspace = "linspace"
+
+
+class ReconLoss(str, Enum):
+    mse = "mse"
+    l1 = "l1"
+
+
+#: Options that may change when a run is resumed (they do not change what a step computes).
+RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "checkpoints_total_limit", "sample_every", "workers")
+#: CLI option -> TrainConfig field, for the options that map one to one.
+_FIELDS = (
+    "data", "kept", "gpus", "deepspeed", "mixed_precision", "max_steps", "batch_size", "grad_accum", "lr", "ablation",
+    "checkpoint_every", "ema", "init_svd", "init_lgm", "init_official", "seed", "frame_choice", "lpips_weight",
+    "recon_loss", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "weight_decay",
+    "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing",
+)
+
+
 def train(
+    ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option(help="Run config JSON (a run's config.json reproduces it); overrides --preset.")] = None,
     preset: Annotated[str, typer.Option(help="Model preset: tiny, small or paper.")] = "paper",
     data: Annotated[Path, typer.Option(help="Render folder from `ouro render`.")] = DEFAULT_RENDER_DIR,
@@ -51,6 +77,171 @@ def train(
     init_lgm: Annotated[Optional[Path], typer.Option(help="Start G from an LGM safetensors file.")] = None,
     init_official: Annotated[Optional[Path], typer.Option(help="Start both from the public Ouroboros3D checkpoint folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, noise and initialisation.")] = 0,
+    frame_choice: Annotated[FrameChoice, typer.Option(help="Views of a sample: every2 (paper: every 2nd frame) or linspace (public code: linspace(0, 15, 8)).")] = FrameChoice.every2,
+    lpips_weight: Annotated[float, typer.Option(min=0.0, help="LPIPS weight in the reconstruction loss (paper: 1; 0 = off).")] = 1.0,
+    recon_loss: Annotated[ReconLoss, typer.Option(help="Pixel term of the reconstruction loss: mse (paper) or l1 (public code).")] = ReconLoss.mse,
+    recon_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the reconstruction loss in the total.")] = 1.0,
+    feedback_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of the feedback pass (paper: 0.5).")] = 0.5,
+    cfg_dropout: Annotated[float, typer.Option(min=0.0, max=1 / 3, help="Conditioning dropout for classifier-free guidance (public code: 0.1).")] = 0.1,
+    warmup_steps: Annotated[int, typer.Option(min=0, help="Linear learning-rate warm-up steps.")] = 0,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.01,
+    max_grad_norm: Annotated[float, typer.Option(min=0.0, help="Gradient clipping norm (paper: 1; 0 = off).")] = 1.0,
+    ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay (with --ema).")] = 0.9999,
+    sample_every: Annotated[int, typer.Option(min=0, help="Write sample images every N steps (0 = never).")] = 1000,
+    checkpoints_total_limit: Annotated[int, typer.Option(min=0, help="Keep at most this many checkpoints (0 = all).")] = 3,
+    workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes per training process.")] = 2,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute F's UNet blocks in the backward pass (less memory).")] = False,
 ) -> None:
     """Train the multi-view generator and the Gaussian reconstructor jointly (paper Algorithm 1)."""
-    not_implemented("train")
+    import torch
+
+    from ouro.config import OuroConfig, get_preset
+    from ouro.data.dataset import DatasetError, RenderFolderDataset
+    from ouro.io.checkpoint import CheckpointError
+    from ouro.pipelines.train import TrainConfig, default_run_name, init_compat, read_run_config, train as run
+
+    given = {p for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
+    values: dict[str, Any] = {}
+    for key in _FIELDS:
+        value = ctx.params[key]
+        values[key] = value.value if isinstance(value, Enum) else (str(value) if isinstance(value, Path) else value)
+
+    # 1. the run folder (a default name needs the preset, known once the config is)
+    if resume and output is None and name is None:
+        fail("--resume needs the run folder: pass --output DIR (or --name NAME for runs/NAME)")
+    if output is None and name is not None:
+        output = DEFAULT_RUNS_DIR / name
+    stored = output / "config.json" if output is not None else None
+
+    # 2. the config: stored run (resume) > --config > preset + options
+    try:
+        if resume and stored is not None and stored.is_file():
+            cfg = read_run_config(stored)
+            changed = [k for k in given & set(_FIELDS) if k not in RESUMABLE_OVERRIDES and values[k] != getattr(cfg, k)]
+            if changed:
+                fail(f"--resume continues {stored}; it cannot change {', '.join('--' + k.replace('_', '-') for k in sorted(changed))} "
+                     f"(only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)})")
+            cfg = dataclasses.replace(cfg, **{k: values[k] for k in given & set(RESUMABLE_OVERRIDES)})
+        elif config is not None:
+            try:
+                raw = json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                fail(f"--config {config}: {exc}")
+            if isinstance(raw, dict) and "generator" in raw:  # a model config (OuroConfig)
+                cfg = TrainConfig.create(OuroConfig.from_dict(raw), **values)
+            else:
+                cfg = read_run_config(config)
+                cfg = dataclasses.replace(cfg, **{k: values[k] for k in given & set(_FIELDS)})
+        else:
+            try:
+                model = get_preset(preset)
+            except ValueError as exc:
+                fail(str(exc))
+            cfg = TrainConfig.create(model, **values)
+        if output is None:
+            output = DEFAULT_RUNS_DIR / default_run_name(cfg.model.name)
+        cfg = dataclasses.replace(cfg, output=str(output)).with_ablation(cfg.ablation)
+        if cfg.kept is None and (Path(cfg.data) / "kept.txt").is_file():
+            cfg = dataclasses.replace(cfg, kept=str(Path(cfg.data) / "kept.txt"))
+        if cfg.init_official and "init_official" in given:
+            cfg = dataclasses.replace(cfg, compat=init_compat(cfg.init_official))
+        warning = None
+        if not torch.cuda.is_available() and cfg.mixed_precision != "no":
+            warning = f"no GPU: --mixed-precision {cfg.mixed_precision} needs one; training in fp32 ('no')"
+            cfg = dataclasses.replace(cfg, mixed_precision="no")
+        cfg.check()
+        # 3. validate the data before anything is written
+        ds = RenderFolderDataset(cfg.data, cfg.model.generator.image_size, cfg.model.camera.num_views, cfg.frame_choice, cfg.kept)
+        for path in (cfg.init_svd, cfg.init_lgm, cfg.init_official):
+            if path is not None and not Path(path).exists():
+                fail(f"{path}: no such file or folder")
+    except (ValueError, DatasetError) as exc:
+        fail(str(exc))
+    if warning:
+        err_console.print(f"[yellow]ouro: warning:[/] {warning}", highlight=False)
+
+    err_console.print(
+        f"ouro train: {cfg.model.name}, ablation {cfg.ablation}, {len(ds)} objects from {cfg.data}, "
+        f"{cfg.gpus} process(es){' + DeepSpeed ZeRO-2' if cfg.deepspeed else ''}, batch {cfg.batch_size} x {cfg.grad_accum} "
+        f"-> {cfg.output}", highlight=False)
+    try:
+        result = run(cfg, resume=resume, reporter=RichReporter())
+    except (CheckpointError, DatasetError) as exc:
+        fail(str(exc), code=1)
+    if isinstance(result, int):
+        if result != 0:
+            fail(f"training processes failed (exit code {result}); see the messages above", code=1)
+        err_console.print(f"done: {cfg.output}/final", highlight=False)
+        return
+    err_console.print(f"done: step {result.step}, {result.feedback_micro_steps} of {result.micro_steps} micro-steps with feedback "
+                      f"-> {result.final}", highlight=False)
+
+
+class RichReporter:
+    """A Rich progress line (step, loss, step time, samples/s); plain lines when not on a terminal."""
+
+    def __init__(self) -> None:
+        self.console = err_console
+        self.progress = None
+        self.task = None
+        self.every = 1
+
+    def message(self, text: str) -> None:
+        (self.progress.console if self.progress is not None else self.console).print(text, highlight=False, soft_wrap=True)
+
+    def start(self, step: int, max_steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.every = max(1, max_steps // 100)
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[time]} s/step  {task.fields[rate]} samples/s  feedback {task.fields[fb]}"),
+                TimeRemainingColumn(), console=self.console, transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=max_steps, completed=step, loss="-", time="-", rate="-", fb="-")
+
+    def step(self, log) -> None:
+        fb = f"{log.feedback_total}/{log.micro_steps}"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=log.step, loss=f"{log.loss:.4f}", time=f"{log.step_time:.2f}",
+                                 rate=f"{log.samples_per_s:.2f}", fb=fb)
+        elif log.step % self.every == 0 or log.step == log.max_steps:
+            self.console.print(f"step {log.step}/{log.max_steps}  loss {log.loss:.4f} (diffusion {log.diffusion:.4f}, "
+                               f"recon {log.recon:.4f})  {log.step_time:.2f} s/step  {log.samples_per_s:.2f} samples/s  "
+                               f"feedback {fb}", highlight=False)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _worker(argv: list[str]) -> int:
+    """A training process started by `accelerate launch`: ``python -m ouro.cli.train RUN/config.json [--resume]``."""
+    from ouro.data.dataset import DatasetError
+    from ouro.io.checkpoint import CheckpointError
+    from ouro.pipelines.train import read_run_config, run_training
+
+    if not argv or any(a not in ("--resume",) for a in argv[1:]):
+        err_console.print("usage: python -m ouro.cli.train RUN/config.json [--resume]")
+        return 2
+    try:
+        cfg = read_run_config(argv[0])
+    except ValueError as exc:
+        err_console.print(f"[bold red]ouro: error:[/] {exc}")
+        return 2
+    import os
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        run_training(cfg, resume="--resume" in argv, reporter=RichReporter() if main else None)
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        err_console.print(f"[bold red]ouro: error:[/] {exc}", soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

@@ -1,0 +1,946 @@
+"""Joint training of F (SVD multi-view UNet) and G (LGM) with 3D-aware feedback (paper Algorithm 1).
+
+A plain accelerate loop (shared/STYLE.md 5, 14, 15), one process per GPU (CPU processes over gloo
+on a machine without one), optionally DeepSpeed ZeRO-2 (``ouro/assets/deepspeed/zero2.json``):
+
+* the step is :class:`ouro.pipelines.train_step.JointModel` (F and G in one wrapped module);
+* ``accelerator.accumulate`` for gradient accumulation; clipping (1.0) only when gradients sync;
+  the step counter advances only on synced steps; AdamW (lr 1e-5, as the paper); constant learning
+  rate after an optional linear warm-up; optional EMA of the trained weights;
+* file output on the main process only: ``config.json`` before the first step, TensorBoard scalars
+  and ``metrics.jsonl`` every step, sample images every ``sample_every`` steps (recursive sampling of
+  the batch's condition image with the current weights), resumable ``checkpoint-<step>/`` every
+  ``checkpoint_every`` steps (:mod:`ouro.pipelines.train_state`: safetensors + JSON, atomic, at most
+  ``checkpoints_total_limit`` kept), and ``final/`` in the ouro checkpoint format
+  (:func:`ouro.io.checkpoint.save_checkpoint`) that ``ouro sample --checkpoint`` reads.
+
+Run folder::
+
+    runs/<name>/
+      config.json            this run (TrainConfig); `ouro train --config <it>` reproduces the run
+      metrics.jsonl          one line per optimiser step
+      tensorboard/           scalars and sample images
+      samples/step-<N>.png   rows: the batch's 8 target views, generated views, splat renders
+      checkpoint-<N>/        resumable state (newest used by --resume)
+      final/                 released weights (+ training.json: the run config and final step)
+
+Data and noise are keyed by the seed and the sample position (:mod:`ouro.data.dataset`,
+:mod:`ouro.pipelines.train_step`): resuming replays exactly what an uninterrupted run would do, and
+``N`` processes with batch ``B`` compute what one process with batch ``N * B`` would.
+
+    >>> config = TrainConfig.create("tiny", data="data/renders", output="runs/demo", max_steps=100)
+    >>> write_run_config(config)                                     # doctest: +SKIP
+    >>> result = run_training(config)                                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import Tensor, nn
+
+import ouro
+from ouro.config import OuroConfig, get_preset
+from ouro.data.dataset import PositionSampler, PositionStream, RenderFolderDataset, collate_samples
+from ouro.io.checkpoint import CHECKPOINT_FILE, CheckpointError, OuroModels, is_checkpoint, load_checkpoint, save_checkpoint
+from ouro.paths import DEFAULT_RUNS_DIR
+
+from .train_state import (
+    EMA,
+    CheckpointState,
+    checkpoint_name,
+    finalize_checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_state,
+    save_tensors,
+    tensors_to_cpu,
+)
+from .train_step import ABLATIONS, JointModel, StepOutput, StepSettings, ablation_feedback, make_perceptual
+
+__all__ = [
+    "CONFIG_FORMAT",
+    "DEEPSPEED_CONFIG",
+    "MIXED_PRECISION",
+    "TrainConfig",
+    "TrainResult",
+    "StepLog",
+    "Reporter",
+    "build_models_for",
+    "default_run_name",
+    "init_compat",
+    "launch_command",
+    "read_run_config",
+    "run_training",
+    "train",
+    "write_run_config",
+]
+
+CONFIG_FORMAT = "ouro-train-config"
+#: The shipped DeepSpeed ZeRO-2 config (package data of ``ouro``); batch, accumulation, clipping and
+#: precision ("auto" there) are filled in from the run's config.
+DEEPSPEED_CONFIG = Path(ouro.__file__).resolve().parent / "assets" / "deepspeed" / "zero2.json"
+MIXED_PRECISION = ("no", "fp16", "bf16")
+#: The keys of LGM's release that Ouroboros3D added (noise-level embedding): absent from an LGM file.
+NEW_LGM_KEYS = ("unet.time_embed.", ".emb_layers.")
+
+
+# ---------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; ``config.json`` of the run folder, round-trips through JSON."""
+
+    model: OuroConfig  #: model sizes; ``generator.feedback`` follows ``ablation``
+    data: str  #: render folder (``ouro render``)
+    output: str  #: run folder
+    kept: str | None = None  #: kept list (``ouro filter``); None = every object
+    frame_choice: str = "every2"  #: "every2" (paper) or "linspace" (public code)
+    ablation: str = "full"  #: paper Table 2 row: separate, joint, ccm, rgb, full
+    gpus: int = 1  #: processes (one per GPU; CPU processes without a GPU)
+    deepspeed: bool = False  #: DeepSpeed ZeRO-2 with the shipped config
+    mixed_precision: str = "fp16"  #: no, fp16 (paper), bf16; forced to "no" on CPU
+    max_steps: int = 30_000  #: optimiser steps
+    batch_size: int = 4  #: objects per process per micro-step
+    grad_accum: int = 1  #: micro-steps per optimiser step
+    lr: float = 1e-5  #: AdamW learning rate (paper)
+    weight_decay: float = 0.01  #: AdamW weight decay (torch's default, as the public code)
+    warmup_steps: int = 0  #: linear learning-rate warm-up
+    max_grad_norm: float = 1.0  #: gradient clipping (paper); 0 = off
+    feedback_prob: float = 0.5  #: probability of the feedback pass
+    cfg_dropout: float = 0.1  #: conditioning dropout for classifier-free guidance
+    recon_loss: str = "mse"  #: "mse" (paper) or "l1" (public code)
+    lpips_weight: float = 1.0  #: LPIPS weight in the reconstruction loss (paper: 1)
+    recon_weight: float = 1.0  #: reconstruction loss weight in the total
+    ema: bool = False  #: keep an EMA of the trained weights (used for final/ and samples)
+    ema_decay: float = 0.9999
+    gradient_checkpointing: bool = False  #: recompute F's UNet blocks in backward (memory for time)
+    checkpoint_every: int = 1000  #: resumable checkpoint every N steps
+    checkpoints_total_limit: int = 3  #: keep at most this many checkpoint-<N>/ (0 = all)
+    sample_every: int = 1000  #: sample images every N steps (0 = never)
+    workers: int = 2  #: DataLoader worker processes per process
+    init_svd: str | None = None  #: diffusers SVD img2vid folder (F's UNet, VAE, CLIP)
+    init_lgm: str | None = None  #: LGM safetensors (G; the noise-level embedding starts fresh)
+    init_official: str | None = None  #: public Ouroboros3D weights (or an ouro checkpoint) for F, G, VAE, CLIP
+    compat: str | None = None  #: "official" when starting from the public weights (their quirks)
+    seed: int = 0
+
+    # ------------------------------------------------------------------------------ building
+    @classmethod
+    def create(cls, preset: str | OuroConfig = "tiny", **fields: Any) -> "TrainConfig":
+        """A config for ``preset`` with ``fields`` overridden; ``model.generator.feedback`` follows the ablation."""
+        model = get_preset(preset) if isinstance(preset, str) else preset
+        if fields.get("init_official") and "compat" not in fields:
+            fields["compat"] = init_compat(fields["init_official"])
+        config = cls(model=model, **{"data": "data/renders", "output": "", **fields})
+        return config.with_ablation(config.ablation)
+
+    def with_ablation(self, ablation: str) -> "TrainConfig":
+        feedback = ablation_feedback(ablation)
+        generator = dataclasses.replace(self.model.generator, feedback=feedback)
+        return dataclasses.replace(self, ablation=ablation, model=dataclasses.replace(self.model, generator=generator))
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        self.step_settings().check()
+        if tuple(self.model.generator.feedback) != ablation_feedback(self.ablation):
+            raise ValueError(f"model.generator.feedback {tuple(self.model.generator.feedback)} does not match ablation {self.ablation!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.frame_choice not in ("every2", "linspace"):
+            raise ValueError(f"frame_choice must be every2 or linspace, got {self.frame_choice!r}")
+        for name in ("gpus", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "checkpoints_total_limit", "sample_every", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or not 0 < self.ema_decay < 1:
+            raise ValueError("need lr > 0, weight_decay >= 0, max_grad_norm >= 0 and 0 < ema_decay < 1")
+        if self.init_official and (self.init_svd or self.init_lgm):
+            raise ValueError("--init-official already holds F, G, VAE and CLIP; do not combine it with --init-svd / --init-lgm")
+        if self.model.name == "paper" and not (self.init_svd or self.init_official):
+            raise ValueError("the paper preset needs SVD's VAE and CLIP: pass --init-svd DIR or --init-official DIR")
+        if self.compat not in (None, "official"):
+            raise ValueError(f"compat must be null or 'official', got {self.compat!r}")
+        if not self.output:
+            raise ValueError("output (the run folder) is empty")
+
+    def step_settings(self) -> StepSettings:
+        return StepSettings(
+            ablation=self.ablation, feedback_prob=self.feedback_prob, cfg_dropout=self.cfg_dropout,
+            recon_loss=self.recon_loss, lpips_weight=self.lpips_weight, recon_weight=self.recon_weight,
+            p_mean=1.0, p_std=1.6, seed=self.seed, compat=self.compat,
+        )
+
+    # ---------------------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["model"] = self.model.to_dict()
+        return {"format": CONFIG_FORMAT, "version": 1, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+            raise ValueError(f"not an ouro training config (format {data.get('format') if isinstance(data, dict) else None!r})")
+        data = {k: v for k, v in data.items() if k not in ("format", "version")}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"training config: unknown field(s) {sorted(unknown)}")
+        data["model"] = OuroConfig.from_dict(data["model"])
+        return cls(**data)
+
+
+def init_compat(init_official: str | Path) -> str | None:
+    """The compatibility mode of ``--init-official``: an ouro checkpoint's own, else ``"official"`` (the public weights)."""
+    folder = Path(init_official)
+    if is_checkpoint(folder):
+        try:
+            return json.loads((folder / CHECKPOINT_FILE).read_text(encoding="utf-8")).get("compat")
+        except (OSError, ValueError):
+            return None
+    return "official"
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """A run's ``config.json`` (or any TrainConfig JSON). Raises ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def write_run_config(config: TrainConfig) -> Path:
+    """Create the run folder and write ``config.json`` atomically (before the first step)."""
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    tmp = out / f".config.json.{os.getpid()}.tmp"
+    tmp.write_text(config.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def default_run_name(preset: str) -> str:
+    return f"{preset}-{datetime.now().strftime('%Y-%m-%d_%H%M%S')}"
+
+
+def default_output(name: str) -> Path:
+    return DEFAULT_RUNS_DIR / name
+
+
+# ---------------------------------------------------------------------------------------- models
+def _remap_adapters(state: dict[str, Tensor], have: tuple[str, ...], want: tuple[str, ...]) -> dict[str, Tensor]:
+    """Keep the feedback adapters of ``want`` (renumbered) out of a state dict with adapters ``have``."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("cond_encoder."):
+            _, idx, rest = key.split(".", 2)
+            name = have[int(idx)]
+            if name not in want:
+                continue
+            key = f"cond_encoder.{want.index(name)}.{rest}"
+        out[key] = value
+    return out
+
+
+def load_lgm_weights(reconstructor: nn.Module, path: str | Path) -> list[str]:
+    """LGM's released safetensors into G (``strict=False`` only for Ouroboros3D's new time-embedding keys)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: --init-lgm reads safetensors only (never pickle); convert the file first")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors ({exc})") from None
+    state = {k: v for k, v in state.items() if not k.startswith("lpips_loss.")}
+    own = reconstructor.state_dict()
+    bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointError(f"{path}: shape mismatch for {bad[:3]} (is this LGM 'big' for the paper preset?)")
+    state = {k: v.to(own[k].dtype) for k, v in state.items() if k in own}
+    missing, unexpected = reconstructor.load_state_dict(state, strict=False)
+    not_new = [k for k in missing if not any(tag in k for tag in NEW_LGM_KEYS)]
+    if not_new or len(state) == 0:
+        raise CheckpointError(f"{path}: {len(not_new)} LGM tensors missing (e.g. {not_new[:3]}); not an LGM checkpoint of this size")
+    return [f"{path}: {len(state)} tensors loaded; {len(missing)} new tensors (noise-level embedding) start fresh"]
+
+
+def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Module, OuroConfig, list[str]]:
+    """``(F, G, conditioner, model_config, notes)`` for a run: fresh, or from public weights.
+
+    * ``init_official``: an ouro checkpoint folder, or the public ``.pth`` pair (read with
+      ``weights_only=True``); adapters not fed by the ablation are dropped.
+    * ``init_svd``: F's UNet, the VAE and CLIP from a diffusers SVD img2vid folder (safetensors).
+    * ``init_lgm``: G from LGM's safetensors.
+    * neither: random F and G; the VAE / CLIP are random tiny parts (``tiny`` / ``small`` only).
+    """
+    from ouro.models import build_models
+    from ouro.models.svd_parts import SVDConditioner
+
+    notes: list[str] = []
+    model_cfg = config.model
+    want = tuple(model_cfg.generator.feedback)
+    if config.init_official:
+        src = Path(config.init_official)
+        if is_checkpoint(src):
+            loaded = load_checkpoint(src)
+        else:
+            from ouro.io.official import load_official
+
+            full = dataclasses.replace(model_cfg, generator=dataclasses.replace(model_cfg.generator, feedback=("rgb", "ccm")))
+            loaded = load_official(src, preset=full)
+        have = tuple(loaded.config.generator.feedback)
+        model_cfg = dataclasses.replace(loaded.config, generator=dataclasses.replace(loaded.config.generator, feedback=want))
+        if config.model.name != loaded.config.name:
+            notes.append(f"{src}: preset {loaded.config.name!r} (the weights') used instead of {config.model.name!r}")
+        state = {f"generator.{k}": v for k, v in _remap_adapters(loaded.generator.state_dict(), have, want).items()}
+        state |= {f"reconstructor.{k}": v for k, v in loaded.reconstructor.state_dict().items()}
+        generator, reconstructor = _models_with(model_cfg, state)  # no second random initialisation
+        conditioner = loaded.conditioner.float()
+        notes.append(f"{src}: F, G, VAE and CLIP loaded (compat={loaded.compat!r})")
+        return generator, reconstructor, conditioner, model_cfg, notes
+    if config.init_svd:
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        from ouro.io.official import _load_conditioner, _svd_unet_heads, _svd_variant
+
+        svd = Path(config.init_svd)
+        if not (svd / "unet").is_dir():
+            raise CheckpointError(f"{svd}: no unet/ sub-folder; expected a diffusers-format SVD img2vid folder")
+        model_cfg, head_notes = _svd_unet_heads(svd, model_cfg)
+        notes += head_notes
+        generator, reconstructor = build_models(model_cfg)
+        variant = _svd_variant(svd / "unet", "diffusion_pytorch_model")
+        try:
+            unet = UNetSpatioTemporalConditionModel.from_pretrained(svd / "unet", variant=variant, use_safetensors=True)
+            generator.unet.load_state_dict({k: v.float() for k, v in unet.state_dict().items()}, strict=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{svd}/unet: cannot load into F's UNet ({first})") from None
+        del unet
+        conditioner = _load_conditioner(svd, None).float()
+        notes.append(f"{svd}: F's UNet, VAE and CLIP loaded; adapters and Plücker MLPs start fresh")
+    else:
+        if model_cfg.name == "paper":
+            raise ValueError("the paper preset needs SVD's VAE and CLIP: pass --init-svd DIR or --init-official DIR")
+        generator, reconstructor = build_models(model_cfg)
+        conditioner = SVDConditioner.tiny(model_cfg.generator.cross_attention_dim, model_cfg.generator.latent_channels, seed=config.seed)
+        notes.append("random F and G; random tiny VAE / CLIP (frozen; for tests and smoke runs)")
+    if config.init_lgm:
+        notes += load_lgm_weights(reconstructor, config.init_lgm)
+    return generator, reconstructor, conditioner, model_cfg, notes
+
+
+# ------------------------------------------------------------------------------------- reporting
+@dataclass
+class StepLog:
+    """What one optimiser step reports (main process; losses averaged over ranks and micro-steps)."""
+
+    step: int
+    max_steps: int
+    loss: float
+    diffusion: float
+    recon: float
+    recon_x0: float
+    recon_clean: float
+    feedback: float  #: fraction of this step's micro-steps that took the feedback pass
+    feedback_total: int  #: micro-steps that took it so far (this run, resumed runs included)
+    micro_steps: int  #: micro-steps so far
+    lr: float
+    grad_norm: float
+    step_time: float  #: seconds
+    samples_per_s: float
+    world_size: int
+
+
+class Reporter(Protocol):
+    def message(self, text: str) -> None: ...
+    def start(self, step: int, max_steps: int) -> None: ...
+    def step(self, log: StepLog) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _Silent:
+    def message(self, text: str) -> None:
+        pass
+
+    def start(self, step: int, max_steps: int) -> None:
+        pass
+
+    def step(self, log: StepLog) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run went and its last figures."""
+
+    output: Path
+    final: Path | None
+    step: int
+    world_size: int
+    feedback_micro_steps: int
+    micro_steps: int
+    resumed_from: int | None
+    params_in_sync: bool | None  #: every rank held the same weights at the end (None: one process)
+    last: StepLog | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ accelerate
+def _make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    cuda = torch.cuda.is_available()
+    mixed = config.mixed_precision if cuda else "no"
+    handlers: list = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    kwargs: dict[str, Any] = {}
+    if config.deepspeed:
+        from accelerate.utils import DeepSpeedPlugin
+
+        ds = json.loads(DEEPSPEED_CONFIG.read_text())
+        ds["train_micro_batch_size_per_gpu"] = config.batch_size
+        ds["gradient_accumulation_steps"] = config.grad_accum
+        ds["gradient_clipping"] = config.max_grad_norm
+        ds["fp16"]["enabled"] = mixed == "fp16"
+        ds["bf16"]["enabled"] = mixed == "bf16"
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds, gradient_accumulation_steps=config.grad_accum,
+                                                     gradient_clipping=config.max_grad_norm)
+        if not cuda:  # accelerate picks no backend for DeepSpeed without a GPU: gloo it is
+            handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
+                                  kwargs_handlers=handlers, **kwargs)
+    else:
+        accelerator = Accelerator(cpu=not cuda, mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum,
+                                  kwargs_handlers=handlers)
+    return accelerator, mixed
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+    return f
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+
+
+def _named_trainable(model: JointModel) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _model_state(model: JointModel) -> dict[str, Tensor]:
+    return {f"generator.{k}": v for k, v in model.generator.state_dict().items()} | {
+        f"reconstructor.{k}": v for k, v in model.reconstructor.state_dict().items()
+    }
+
+
+def _load_model_state(model: JointModel, tensors: dict[str, Tensor], where: Path) -> None:
+    for name in ("generator", "reconstructor"):
+        module = getattr(model, name)
+        part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        try:
+            module.load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{where}: {name} weights do not fit this run's model ({first})") from None
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(accelerator, config: TrainConfig, model: JointModel, optimizer, scheduler, ema: EMA | None,
+                     step: int, counters: dict) -> Path:
+    """All ranks call this; rank 0 writes the shared files, each rank its own optimiser / RNG files."""
+    run = Path(config.output)
+    final = run / checkpoint_name(step)
+    tmp = run / f".{checkpoint_name(step)}.tmp"
+    rank = accelerator.process_index
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    meta: dict[str, Any] = {"step": step, **counters, "world_size": accelerator.num_processes,
+                            "ablation": config.ablation, "scheduler": _json_safe(scheduler.state_dict())}
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"torch_cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_tensors(tmp / f"rng-rank{rank}.safetensors", rng)
+    if config.deepspeed:
+        zero = optimizer.optimizer  # accelerate's wrapper -> DeepSpeed's ZeRO optimizer
+        tensors, base_meta = optimizer_to_tensors(zero.optimizer.state_dict(), prefix="base.")
+        for g, part in enumerate(zero.single_partition_of_fp32_groups):
+            tensors[f"fp32.{g}"] = part
+        save_tensors(tmp / f"optimizer-rank{rank}.safetensors", tensors)
+        scaler = getattr(zero, "loss_scaler", None)
+        meta["optimizer"] = {"kind": "deepspeed-zero", "base": base_meta,
+                             "loss_scaler": {k: getattr(scaler, k) for k in ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
+                                             if isinstance(getattr(scaler, k, None), (int, float))}}
+    elif accelerator.is_main_process:
+        tensors, opt_meta = optimizer_to_tensors(optimizer.state_dict())
+        save_tensors(tmp / "optimizer.safetensors", tensors)
+        meta["optimizer"] = {"kind": "torch", **opt_meta}
+    scaler = getattr(accelerator, "scaler", None)
+    meta["scaler"] = _json_safe(scaler.state_dict()) if scaler is not None else None
+    if accelerator.is_main_process:
+        save_tensors(tmp / "models.safetensors", _model_state(accelerator.unwrap_model(model)))
+        if ema is not None:
+            save_tensors(tmp / "ema.safetensors", ema.shadow)
+            meta["ema"] = {"num_updates": ema.num_updates, "decay": ema.decay}
+        (tmp / "config.json").write_text(config.to_json(), encoding="utf-8")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finalize_checkpoint(tmp, final, meta)
+        if config.checkpoints_total_limit > 0:  # oldest first, only after the new one is complete
+            for _, old in list_checkpoints(run)[: -config.checkpoints_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_checkpoint(state: CheckpointState, accelerator, config: TrainConfig, model: JointModel, optimizer, scheduler,
+                     ema: EMA | None) -> None:
+    meta = state.meta
+    if int(meta.get("world_size", 1)) != accelerator.num_processes and config.deepspeed:
+        raise CheckpointError(f"{state.folder}: written by {meta.get('world_size')} DeepSpeed processes; resume with the same --gpus")
+    if meta.get("ablation") != config.ablation:
+        raise CheckpointError(f"{state.folder}: ablation {meta.get('ablation')!r}, but this run is {config.ablation!r}")
+    _load_model_state(accelerator.unwrap_model(model), state.tensors("models.safetensors"), state.folder)
+    opt_meta = meta.get("optimizer", {})
+    rank = accelerator.process_index
+    if config.deepspeed:
+        if opt_meta.get("kind") != "deepspeed-zero":
+            raise CheckpointError(f"{state.folder}: not a DeepSpeed checkpoint; resume without --deepspeed")
+        zero = optimizer.optimizer
+        tensors = state.tensors(f"optimizer-rank{rank}.safetensors")
+        for g, part in enumerate(zero.single_partition_of_fp32_groups):
+            part.data.copy_(tensors[f"fp32.{g}"])
+        zero.optimizer.load_state_dict(optimizer_from_tensors(tensors, opt_meta["base"], prefix="base."))
+        scaler = getattr(zero, "loss_scaler", None)
+        for k, v in opt_meta.get("loss_scaler", {}).items():
+            if scaler is not None and hasattr(scaler, k):
+                setattr(scaler, k, v)
+    else:
+        if opt_meta.get("kind") != "torch":
+            raise CheckpointError(f"{state.folder}: a DeepSpeed checkpoint; resume with --deepspeed")
+        optimizer.load_state_dict(optimizer_from_tensors(state.tensors("optimizer.safetensors"), opt_meta))
+    scheduler.load_state_dict(meta["scheduler"])
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    if ema is not None:
+        if "ema.safetensors" in meta["files"]:
+            shadow = state.tensors("ema.safetensors")
+            ema.shadow = {k: shadow[k].to(ema.shadow[k].device) for k in ema.shadow}
+            ema.num_updates = int(meta.get("ema", {}).get("num_updates", 0))
+        else:
+            warnings.warn(f"{state.folder}: no EMA in the checkpoint; the EMA restarts from the current weights", stacklevel=2)
+    rng_name = f"rng-rank{rank}.safetensors"
+    if rng_name in meta["files"]:
+        rng = state.tensors(rng_name)
+        torch.set_rng_state(rng["torch_cpu"])
+        if torch.cuda.is_available():
+            states = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda")]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
+
+
+def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, ema: EMA | None, step: int,
+                 summary: dict | None = None) -> Path:
+    """``final/``: fresh CPU models with the trained (or EMA) weights, in the ouro checkpoint format."""
+    run = Path(config.output)
+    state = tensors_to_cpu(_model_state(model))
+    if ema is not None:
+        prefix = {"generator.": "generator.", "reconstructor.": "reconstructor."}
+        for name, value in ema.shadow.items():
+            assert any(name.startswith(p) for p in prefix), name
+            state[name] = value.to("cpu", copy=True).to(state[name].dtype)
+    generator, reconstructor = _models_with(model_cfg, state)
+    models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
+    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=run))
+    try:
+        with _quiet_hf():
+            folder = save_checkpoint(tmp / "final", models)
+        info = {"run_config": config.to_dict(), "step": step, "ema": ema is not None, "ablation": config.ablation, **(summary or {})}
+        (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        final = run / "final"
+        if final.exists():
+            old = run / ".final.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            folder.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            folder.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run / "final"
+
+
+@contextlib.contextmanager
+def _quiet_hf():
+    """Silence diffusers' / transformers' warnings and progress bars (dtype casts, shard writing) for a moment."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+        if bars:
+            tlog.enable_progress_bar()
+
+
+def _models_with(model_cfg: OuroConfig, state: dict[str, Tensor]) -> tuple[nn.Module, nn.Module]:
+    """Fresh F and G (built on ``meta``, so nothing is initialised) holding the CPU tensors of ``state`` (fp32)."""
+    from ouro.models import build_models
+
+    generator, reconstructor = build_models(model_cfg, device="meta")
+    for name, module in (("generator", generator), ("reconstructor", reconstructor)):
+        part = {k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")}
+        module.load_state_dict(part, strict=True, assign=True)
+        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if left:  # e.g. a non-persistent buffer added to a model later: build it for real instead
+            raise RuntimeError(f"{name}: {left[:3]} not in its state dict; cannot rebuild it from weights alone")
+    return generator, reconstructor
+
+
+# -------------------------------------------------------------------------------------- samples
+def _sample_images(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, ema: EMA | None, batch: dict,
+                   step: int, device: torch.device, writer) -> Path:
+    """Recursive sampling of the batch's first condition image with the current (EMA) weights -> PNG grid."""
+    import numpy as np
+    from PIL import Image
+
+    from .sample import SamplePipeline, SampleSettings, image_grid
+
+    state = tensors_to_cpu(_model_state(model))
+    if ema is not None:
+        state.update({k: v.to("cpu", copy=True) for k, v in ema.shadow.items()})
+    generator, reconstructor = _models_with(model_cfg, state)  # copies: the trained modules stay as they are
+    models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
+    with _quiet_hf():
+        pipe = SamplePipeline(models, device=device, dtype=torch.float32)
+    out = pipe(batch["images"][0, 0].float().cpu(), SampleSettings(num_steps=model_cfg.diffusion.num_steps,
+                                                                   feedback=bool(model_cfg.generator.feedback), seed=config.seed))
+    from ouro.gaussians import render
+    from ouro.geometry.cameras import denormalize_intrinsics
+
+    size = out.views.shape[-1]
+    splats = render(out.gaussians, out.c2w, denormalize_intrinsics(out.K_norm, size, size), size, size).rgb.clamp(0, 1)
+    rows = [batch["images"][0].float().cpu(), out.views, splats]
+    grid = torch.cat([image_grid(r, rows=1) for r in rows], dim=1)  # [3, 3H, 8W]
+    folder = Path(config.output) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:06d}.png"
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
+    if writer is not None:
+        writer.add_image("samples", grid, step)
+    return path
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop the lines of steps after ``step`` (a run killed after its last checkpoint logged them; they are redone)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by the kill
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the `train` extra brings tensorboard
+        warnings.warn("tensorboard is not installed: no TensorBoard logs (pip install 'ouro3d[train]')", stacklevel=2)
+        return None
+    return SummaryWriter(str(folder))
+
+
+# ------------------------------------------------------------------------------------ the loop
+def run_training(config: TrainConfig, resume: bool = False, reporter: Reporter | None = None) -> TrainResult:
+    """Train in this process (one of ``config.gpus`` ranks when launched by accelerate).
+
+    Args:
+        config: the run (its ``output`` folder gets ``config.json`` if not there yet).
+        resume: continue from the newest ``checkpoint-<N>/`` of the run folder (none: start fresh).
+        reporter: progress callbacks (main process only); default silent.
+
+    Raises:
+        CheckpointError: the newest checkpoint is corrupted or does not fit this run.
+        DatasetError: unusable training data.
+    """
+    import torch.distributed as dist
+
+    config.check()
+    env_before = os.environ.get("ACCELERATE_USE_DEEPSPEED")
+    accelerator, mixed = _make_accelerator(config)
+    try:
+        return _train(config, resume, reporter or _Silent(), accelerator, mixed)
+    finally:
+        accelerator.end_training()  # also destroys the process group (DeepSpeed / gloo exit cleanly)
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        _reset_accelerate()
+        if env_before is None:
+            os.environ.pop("ACCELERATE_USE_DEEPSPEED", None)
+        else:
+            os.environ["ACCELERATE_USE_DEEPSPEED"] = env_before
+
+
+def _train(config: TrainConfig, resume: bool, reporter: Reporter, accelerator, mixed: str) -> TrainResult:
+    from torch.utils.data import DataLoader
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    notes: list[str] = []
+    if config.mixed_precision != mixed:
+        notes.append(f"mixed precision {config.mixed_precision!r} needs a GPU; training in full precision (fp32) on CPU")
+    run = Path(config.output)
+    if main and not (run / "config.json").is_file():
+        write_run_config(config)
+    accelerator.wait_for_everyone()
+
+    # 1. the newest checkpoint (verified before anything is built)
+    state: CheckpointState | None = None
+    if resume:
+        latest = latest_checkpoint(run)
+        if latest is not None:
+            state = read_state(latest)
+        elif main:
+            notes.append(f"{run}: no checkpoint to resume from; starting at step 0")
+
+    # 2. models, optimiser, schedule
+    torch.manual_seed(config.seed)
+    generator, reconstructor, conditioner, model_cfg, build_notes = build_models_for(config)
+    notes += build_notes
+    if config.gradient_checkpointing:
+        generator.enable_gradient_checkpointing()
+    device = accelerator.device
+    conditioner.to(device)
+    perceptual = make_perceptual(config.lpips_weight) if ABLATIONS[config.ablation][0] else None
+    if perceptual is not None:
+        perceptual.to(device)
+    model = JointModel(generator, reconstructor, conditioner, config.step_settings(), perceptual)
+    model.train()
+    groups = [{"params": [p for p in m.parameters() if p.requires_grad]} for m in (generator, reconstructor)]
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner: JointModel = accelerator.unwrap_model(model)
+    trainable = _named_trainable(inner)
+    ema = EMA(trainable, config.ema_decay) if config.ema else None
+
+    step, micro, feedback_total, start_step = 0, 0, 0, None
+    if state is not None:
+        _load_checkpoint(state, accelerator, config, model, optimizer, scheduler, ema)
+        step = state.step
+        micro = int(state.meta["micro_step"])
+        feedback_total = int(state.meta.get("feedback_micro_steps", 0))
+        start_step = step
+        saved_world, saved_batch = int(state.meta.get("world_size", world)), int(state.meta.get("batch_size", config.batch_size))
+        if (saved_world, saved_batch) != (world, config.batch_size):
+            consumed = micro * saved_world * saved_batch  # samples drawn so far; continue after them
+            micro = -(-consumed // (world * config.batch_size))
+            notes.append(f"{state.folder}: written with {saved_world} process(es) x batch {saved_batch}; the data stream "
+                         f"continues after its {consumed} samples, but the run is no longer bit-identical to an uninterrupted one")
+        notes.append(f"resumed from {state.folder} (step {step})")
+
+    # 3. data: this rank's share of each micro-step's global batch
+    dataset = RenderFolderDataset(config.data, image_size=model_cfg.generator.image_size,
+                                  num_views=model_cfg.camera.num_views, frame_choice=config.frame_choice, kept=config.kept)
+    stream = PositionStream(dataset, config.seed)
+    sampler = PositionSampler(config.batch_size, rank, world, start=micro)
+    loader = DataLoader(stream, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_samples,
+                        num_workers=config.workers, persistent_workers=False)
+
+    writer = _tensorboard(run / "tensorboard") if main else None
+    if main:
+        _trim_metrics(run / "metrics.jsonl", step)
+    metrics = open(run / "metrics.jsonl", "a", encoding="utf-8") if main else None
+    for note in notes:
+        if main:
+            reporter.message(note)
+    reporter.start(step, config.max_steps) if main else None
+
+    last: StepLog | None = None
+    sums: dict[str, float] = {}
+    n_micro = 0
+    t_step = time.perf_counter()
+    batch: dict | None = None
+    try:
+        data_iter = iter(loader)
+        while step < config.max_steps:
+            batch = next(data_iter)
+            images = batch["images"].to(device, non_blocking=True)
+            c2w, K_norm = batch["c2w"].to(device), batch["K_norm"].to(device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    out: StepOutput = model(images, c2w, K_norm, batch["positions"], torch.tensor(micro))
+                accelerator.backward(out.loss)
+                grad_norm = None
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(list(trainable.values()), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro += 1
+            n_micro += 1
+            feedback_total += int(out.feedback.item() > 0.5)
+            for name in ("loss", "diffusion", "recon", "recon_x0", "recon_clean", "feedback"):
+                sums[name] = sums.get(name, 0.0) + float(getattr(out, name).detach())
+            if not accelerator.sync_gradients:
+                continue
+
+            # one optimiser step done
+            scheduler.step()
+            step += 1
+            if ema is not None:
+                ema.update(trainable)
+            means = torch.tensor([sums[k] / n_micro for k in sorted(sums)], device=device)
+            means = accelerator.reduce(means, "mean") if world > 1 else means
+            avg = dict(zip(sorted(sums), means.tolist()))
+            elapsed = time.perf_counter() - t_step
+            gn = float(grad_norm) if grad_norm is not None else float("nan")
+            last = StepLog(step, config.max_steps, avg["loss"], avg["diffusion"], avg["recon"], avg["recon_x0"],
+                           avg["recon_clean"], avg["feedback"], feedback_total, micro, scheduler.get_last_lr()[0], gn,
+                           elapsed, config.batch_size * world * n_micro / max(elapsed, 1e-9), world)
+            sums, n_micro = {}, 0
+            if main:
+                row = dataclasses.asdict(last)
+                metrics.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}) + "\n")
+                metrics.flush()
+                if writer is not None:
+                    for k in ("loss", "diffusion", "recon", "recon_x0", "recon_clean", "feedback", "lr", "grad_norm", "samples_per_s"):
+                        v = getattr(last, k)
+                        if math.isfinite(v):
+                            writer.add_scalar(f"train/{k}", v, step)
+                reporter.step(last)
+            if config.sample_every and step % config.sample_every == 0 and main:
+                path = _sample_images(config, model_cfg, inner, ema, batch, step, device, writer)
+                reporter.message(f"samples: {path}")
+            if step % config.checkpoint_every == 0 or step == config.max_steps:
+                counters = {"micro_step": micro, "feedback_micro_steps": feedback_total, "batch_size": config.batch_size,
+                            "grad_accum": config.grad_accum, "seed": config.seed}
+                path = _save_checkpoint(accelerator, config, model, optimizer, scheduler, ema, step, counters)
+                if main:
+                    reporter.message(f"checkpoint: {path}")
+            t_step = time.perf_counter()
+
+        # 4. the end: replicas in sync?, final/ weights
+        in_sync = None
+        if world > 1:
+            total = sum(float(p.detach().double().sum()) for p in trainable.values())
+            sums_all = accelerator.gather(torch.tensor([total], device=device, dtype=torch.float64))
+            in_sync = bool(torch.allclose(sums_all, sums_all[:1].expand_as(sums_all), rtol=0, atol=0))
+        final = None
+        if main:
+            summary = {"world_size": world, "params_in_sync": in_sync, "micro_steps": micro,
+                       "feedback_micro_steps": feedback_total, "resumed_from": start_step}
+            final = _write_final(config, model_cfg, inner, ema, step, summary)
+            reporter.message(f"final weights: {final}")
+        accelerator.wait_for_everyone()
+    finally:
+        if main:
+            reporter.finish()
+            if metrics is not None:
+                metrics.close()
+            if writer is not None:
+                writer.close()
+    return TrainResult(run, final, step, world, feedback_total, micro, start_step, in_sync, last, notes)
+
+
+def _reset_accelerate() -> None:
+    """Forget accelerate's process-wide state, so that another run in this process starts clean."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+# ------------------------------------------------------------------------------------- launching
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch_command(config: TrainConfig, resume: bool = False, port: int | None = None) -> list[str]:
+    """The ``accelerate launch`` argv that starts ``config.gpus`` worker processes of this run.
+
+    Data parallel: ``--multi_gpu --num_processes N`` (on a CPU-only machine the workers build
+    ``Accelerator(cpu=True)``: gloo; ``--cpu`` would silently start one process). DeepSpeed:
+    ``--use_deepspeed`` with the shipped ZeRO-2 config.
+    """
+    run_config = Path(config.output) / "config.json"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.gpus), "--num_machines", "1",
+           "--dynamo_backend", "no", "--main_process_port", str(port or _free_port())]
+    cuda = torch.cuda.is_available()
+    cmd += ["--mixed_precision", config.mixed_precision if cuda else "no"]
+    if config.deepspeed:
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(DEEPSPEED_CONFIG),
+                "--gradient_accumulation_steps", str(config.grad_accum)]
+    else:
+        cmd += ["--multi_gpu"]
+    cmd += ["-m", "ouro.cli.train", str(run_config)]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def train(config: TrainConfig, resume: bool = False, reporter: Reporter | None = None,
+          env: dict[str, str] | None = None) -> TrainResult | int:
+    """Write ``config.json``, then train: in this process (one process, no DeepSpeed) or through
+    ``accelerate launch`` (returns the launcher's exit code; the workers report themselves)."""
+    config.check()
+    write_run_config(config)
+    if config.gpus == 1 and not config.deepspeed:
+        return run_training(config, resume, reporter)
+    proc = subprocess.run(launch_command(config, resume), env={**os.environ, **(env or {})}, check=False)
+    return proc.returncode
