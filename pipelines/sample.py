@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -170,6 +170,9 @@ class SamplePipeline:
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        if settings.feedback and not cfg.generator.feedback:
+            # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
+            settings = replace(settings, feedback=False)
 
         # 2. cameras and conditioning (CLIP embedding of the clean image, noised condition latent)
         t0 = tick()

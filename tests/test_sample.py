@@ -148,3 +148,19 @@ def test_fast_setting_decodes_only_the_views_g_reads(pipe, image):
     assert decoded_fast == [4, 4, 8] and decoded == [8, 8, 8]  # steps 0, 1: the 4 views G reads; last: all 8
     assert fast.views.shape == full.views.shape
     assert 0 < (fast.views - full.views).abs().max() < 0.5
+
+
+def test_a_model_without_adapters_samples_as_the_two_stage_baseline(image):
+    from dataclasses import replace as dc_replace
+
+    from ouro.io.checkpoint import OuroModels
+    from ouro.models import build_models
+
+    models = make_tiny_models(seed=5)
+    config = dc_replace(models.config, generator=dc_replace(models.config.generator, feedback=()))
+    torch.manual_seed(5)
+    mv, rec = build_models(config)
+    pipe = SamplePipeline(OuroModels(mv, rec, models.conditioner, config))
+    out = pipe(image, SampleSettings(num_steps=2, seed=0, save_intermediate=True))
+    assert out.feedback_inputs == {} and "render" not in out.timings
+    assert out.gaussians.num_gaussians > 0
