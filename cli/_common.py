@@ -22,3 +22,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def not_implemented(command: str) -> NoReturn:
     """Exit 2 for a subcommand whose pipeline is not in this version yet."""
     fail(f"`ouro {command}` is not implemented in this version (the command line parses; the pipeline is coming).")
+
+
+def resolve_device_dtype(device: str | None, dtype: str | None):
+    """``--device`` / ``--dtype`` to ``(device, torch.dtype)``: cuda and float16 when a GPU is there, else cpu and float32."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
+    if dtype not in dtypes:
+        fail(f"--dtype {dtype}: choose float32, float16 or bfloat16")
+    return device, dtypes[dtype]

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ouro.paths import GSO_ROOT_ENV, resolve_gso_root
 
-from ._common import err_console, fail
+from ._common import err_console, fail, resolve_device_dtype
 from .sample import ModelChoice
 
 
@@ -68,8 +68,6 @@ def eval_gso(
     report.md under --output. Exit code 0 if every object was scored, 1 if some failed, 2 when
     nothing can be scored.
     """
-    import torch
-
     from ouro.io.checkpoint import CheckpointError
     from ouro.pipelines import evaluate, gso
     from ouro.pipelines.sample import ModelNotFound, load_pipeline
@@ -88,13 +86,9 @@ def eval_gso(
     # 2. the model (unless scoring saved predictions)
     pipe, description = None, None
     if predictions is None:
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-        dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
-        if dtype not in dtypes:
-            fail(f"--dtype {dtype}: choose float32, float16 or bfloat16")
+        device, torch_dtype = resolve_device_dtype(device, dtype)
         try:
-            pipe, description = load_pipeline(model.value, checkpoint, device, dtypes[dtype])
+            pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
         except (ModelNotFound, CheckpointError) as e:
             fail(escape(str(e)))
     size = resolution or (pipe.config.generator.image_size if pipe is not None else 512)

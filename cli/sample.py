@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._common import err_console, fail
+from ._common import err_console, fail, resolve_device_dtype
 
 
 class ModelChoice(str, Enum):
@@ -54,8 +54,6 @@ def sample(
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
-    import torch
-
     from ouro.data.preprocess import InputImageError, prepare_image
     from ouro.io.checkpoint import CheckpointError
     from ouro.pipelines.sample import ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs
@@ -66,11 +64,7 @@ def sample(
         fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= --steps ({steps})")
     g_min, g_max = _pair(guidance, "--guidance")
     settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate, fast)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
-    if dtype not in dtypes:
-        fail(f"--dtype {dtype}: choose float32, float16 or bfloat16")
+    device, torch_dtype = resolve_device_dtype(device, dtype)
 
     # 2. every input is read and prepared before anything is written
     try:
@@ -78,7 +72,7 @@ def sample(
     except FileNotFoundError as exc:
         fail(str(exc))
     try:
-        pipe, description = load_pipeline(model.value, checkpoint, device, dtypes[dtype])
+        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
     size = pipe.config.generator.image_size

@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 import ouro
+from ouro.pipelines.render import pid_alive
 
 __all__ = [
     "COLLECTION_PAGE",
@@ -216,23 +217,13 @@ def _find_object_root(folder: Path) -> Path | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_stale_downloads(root: Path) -> None:
     staging = root / ".download"
     if not staging.is_dir():
         return
     for entry in staging.iterdir():
         pid = entry.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -247,7 +247,8 @@ def _host() -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (stale staging folders name their owner's pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -265,7 +266,7 @@ def clean_stale_staging(out: Path) -> None:
     host = _host()
     for entry in staging.iterdir():
         parts = entry.name.rsplit(".", 2)
-        if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+        if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and not pid_alive(int(parts[2])):
             shutil.rmtree(entry, ignore_errors=True)
 
 
