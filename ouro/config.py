@@ -59,6 +59,9 @@ class GeneratorConfig:
     plucker_frequencies: int = 6  #: harmonic embedding 2^0..2^(n-1) of the 6-d Plücker vector
     adapter_blocks: int = 3  #: residual blocks per adapter stage
     feedback: tuple[str, ...] = ("rgb", "ccm")  #: feedback maps, in adapter order
+    #: ``vae``: SVD's VAE (or a tiny random one without --init-svd); ``pixel``: the parameter-free
+    #: PixelShuffleVAE, latents = pixels rearranged (``latent_channels = 3 * vae_downsample^2``)
+    codec: str = "vae"
 
 
 @dataclass(frozen=True)

@@ -350,8 +350,13 @@ def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Modu
         if model_cfg.name == "paper":
             raise ValueError("the paper preset needs SVD's VAE and CLIP: pass --init-svd DIR or --init-official DIR")
         generator, reconstructor = build_models(model_cfg)
-        conditioner = SVDConditioner.tiny(model_cfg.generator.cross_attention_dim, model_cfg.generator.latent_channels, seed=config.seed)
-        notes.append("random F and G; random tiny VAE / CLIP (frozen; for tests and smoke runs)")
+        gen_cfg = model_cfg.generator
+        if gen_cfg.codec == "pixel":
+            conditioner = SVDConditioner.pixel(gen_cfg.vae_downsample, gen_cfg.cross_attention_dim, seed=config.seed)
+            notes.append("random F and G; pixel-space codec (no VAE) and a random tiny CLIP (frozen)")
+        else:
+            conditioner = SVDConditioner.tiny(gen_cfg.cross_attention_dim, gen_cfg.latent_channels, seed=config.seed)
+            notes.append("random F and G; random tiny VAE / CLIP (frozen; for tests and smoke runs)")
     if config.init_lgm:
         notes += load_lgm_weights(reconstructor, config.init_lgm)
     return generator, reconstructor, conditioner, model_cfg, notes

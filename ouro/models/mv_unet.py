@@ -103,6 +103,7 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         plucker_frequencies: int = 6,
         adapter_blocks: int = 3,
         feedback: Sequence[str] = ("rgb", "ccm"),
+        codec: str = "vae",  # which latent codec the model was trained with; recorded, not used here
     ):
         super().__init__()
         channels = tuple(block_out_channels)

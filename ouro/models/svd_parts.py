@@ -65,7 +65,13 @@ class SVDConditioner(nn.Module):
             if not (folder / sub).is_dir():
                 raise FileNotFoundError(f"{folder}: no '{sub}/' sub-folder; expected a diffusers-format SVD img2vid folder")
         kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", use_safetensors=True, **kwargs)
+        vae_class = json.loads((folder / "vae" / "config.json").read_text()).get("_class_name") if (folder / "vae" / "config.json").is_file() else None
+        if vae_class == "PixelShuffleVAE":
+            from ouro.models.pixel_codec import PixelShuffleVAE
+
+            vae = PixelShuffleVAE.from_pretrained(folder / "vae", use_safetensors=True, **kwargs)
+        else:
+            vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", use_safetensors=True, **kwargs)
         enc = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", use_safetensors=True, **kwargs)
         fe = CLIPImageProcessor.from_pretrained(folder / "feature_extractor")
         sched = folder / "scheduler" / "scheduler_config.json"
@@ -98,6 +104,20 @@ class SVDConditioner(nn.Module):
             )
         )
         return cls(vae.eval(), enc.eval(), CLIPImageProcessor(), {})
+
+    @classmethod
+    def pixel(cls, factor: int, cross_attention_dim: int = 32, seed: int = 0) -> "SVDConditioner":
+        """VAE-free parts: :class:`~ouro.models.pixel_codec.PixelShuffleVAE` latents and a tiny CLIP.
+
+        For models trained from scratch on a CPU (the embedded demo): latents are the pixels
+        rearranged (``3 factor^2`` channels), exactly invertible; the tiny random CLIP gives a fixed
+        image embedding the UNet's cross-attention can learn to read.
+        """
+        from ouro.models.pixel_codec import PixelShuffleVAE
+
+        parts = cls.tiny(cross_attention_dim, seed=seed)
+        parts.vae = PixelShuffleVAE(factor).eval()
+        return parts
 
     # ------------------------------------------------------------------------------ conditioning
     @torch.no_grad()
