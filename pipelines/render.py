@@ -64,6 +64,7 @@ from ouro.geometry.cameras import (
     ours_to_blender,
 )
 from ouro.geometry.coordinate_maps import unproject_depth
+from ouro.io.files import file_sha256
 from ouro.paths import cache_dir
 
 from .render_inputs import ObjectSource, collect_sources, parse_shard, select_shard, shard_index
@@ -278,14 +279,6 @@ def append_failure(out: Path, record: dict) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tail(path: Path, lines: int = 8) -> list[str]:
@@ -534,7 +527,7 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
             mesh_path, annotations = Path(src.path), None
             if not mesh_path.is_file():
                 return failed(f"no such file: {mesh_path}")
-        sha256 = _sha256(mesh_path)
+        sha256 = file_sha256(mesh_path)
         elevations, azimuths, c2w, c2w_blender = plan_cameras(src.uid, settings)
         names = [frame_name(o, f) for o in range(settings.orbits) for f in range(settings.frames)]
 

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.data.dataset import PositionSampler, PositionStream, RenderFolderDataset, collate_samples
+from ouro.io.files import replace_folder
 from ouro.io.checkpoint import CHECKPOINT_FILE, CheckpointError, OuroModels, is_checkpoint, load_checkpoint, save_checkpoint
 from ouro.paths import DEFAULT_RUNS_DIR
 
@@ -599,15 +600,7 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
             folder = save_checkpoint(tmp / "final", models)
         info = {"run_config": config.to_dict(), "step": step, "ema": ema is not None, "ablation": config.ablation, **(summary or {})}
         (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        final = run / "final"
-        if final.exists():
-            old = run / ".final.old"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            folder.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            folder.rename(final)
+        replace_folder(folder, run / "final")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return run / "final"

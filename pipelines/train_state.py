@@ -20,7 +20,6 @@ Tensors are read with ``safetensors`` only (no pickle anywhere).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -35,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ouro.io.checkpoint import CheckpointError
+from ouro.io.files import file_sha256
 
 __all__ = [
     "STATE_FILE",
@@ -152,14 +152,6 @@ class EMA:
 
 
 # -------------------------------------------------------------------------------------- reading
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class CheckpointState:
     """A verified checkpoint folder: ``folder``, its ``state.json`` (``meta``) and ``config.json``."""
@@ -210,7 +202,7 @@ def read_state(folder: str | Path) -> CheckpointState:
         if file.stat().st_size != int(info["bytes"]):
             raise CheckpointError(f"{folder}: {name} has {file.stat().st_size} bytes, expected {info['bytes']}; "
                                   f"the checkpoint is corrupted (truncated?), {hint}")
-        if _sha256(file) != info["sha256"]:
+        if file_sha256(file) != info["sha256"]:
             raise CheckpointError(f"{folder}: {name} does not match its sha256; the checkpoint is corrupted, {hint}")
     return CheckpointState(folder, meta, config)
 
@@ -220,7 +212,7 @@ def finalize_checkpoint(tmp: Path, final: Path, meta: dict) -> Path:
     files = {}
     for file in sorted(tmp.iterdir()):
         if file.is_file() and file.name != STATE_FILE:
-            files[file.name] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+            files[file.name] = {"bytes": file.stat().st_size, "sha256": file_sha256(file)}
     meta = {"format": FORMAT, "version": VERSION, **meta, "files": files}
     (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     if final.exists():  # a re-run of the same step (e.g. after a crash right after saving)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ouro.config import OuroConfig
+from ouro.io.files import replace_folder
 
 __all__ = ["OuroModels", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_checkpoint", "CHECKPOINT_FILE"]
 
@@ -71,14 +72,7 @@ def save_checkpoint(folder: str | os.PathLike, models: OuroModels) -> Path:
         models.conditioner.save_pretrained(tmp)
         meta = {"format": _FORMAT, "version": _VERSION, "config": models.config.to_dict(), "compat": models.compat}
         (tmp / CHECKPOINT_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
