@@ -25,6 +25,8 @@ def filter_(
     drop_untextured: Annotated[bool, typer.Option("--drop-untextured/--keep-untextured", help="Drop objects with no image texture, no vertex colours and a single material colour.")] = True,
     annotations: Annotated[Optional[Path], typer.Option(help="Objaverse annotations: a {uid: annotation} .json/.json.gz file or a folder of them (the objaverse cache's metadata/), for licence, faces and animation.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes reading the renders in parallel.")] = 1,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of the kept objects to hold out for evaluation, split by mesh hash (copies of one mesh stay together; an object's side never changes). They are left out of the kept list and written to --holdout-output.")] = 0.0,
+    holdout_output: Annotated[Optional[Path], typer.Option(help="Held-out list (one uid per line), e.g. for `ouro eval-gso --objects`. Default: <render_dir>/heldout.txt.")] = None,
 ) -> None:
     """Drop bad objects (no texture, empty or clipped renders, bad metadata) and write the kept list."""
     from ouro.pipelines import filter as pipeline
@@ -56,7 +58,8 @@ def filter_(
             progress.update(task, completed=done, total=total)
 
         reports = pipeline.filter_renders(render_dir, settings, meta, workers=workers, progress=on_report)
-    kept_path = pipeline.write_kept(reports, output or render_dir / "kept.txt")
+    held = pipeline.holdout_uids(render_dir, [r.uid for r in reports if r.keep], holdout) if holdout > 0 else set()
+    kept_path = pipeline.write_kept(reports, output or render_dir / "kept.txt", exclude=held)
     report_path = pipeline.write_report(reports, report or render_dir / "filter_report.csv")
     kept = sum(r.keep for r in reports)
     reasons: dict[str, int] = {}
@@ -64,7 +67,10 @@ def filter_(
         for reason in rep.reasons:
             key = reason.split(" (")[0].split(":")[0]
             reasons[key] = reasons.get(key, 0) + 1
-    typer.echo(f"kept {kept} of {len(reports)} objects -> {kept_path}")
+    typer.echo(f"kept {kept - len(held)} of {len(reports)} objects -> {kept_path}")
+    if holdout > 0:
+        held_path = pipeline.write_uids(held, holdout_output or render_dir / "heldout.txt")
+        typer.echo(f"held out {len(held)} of the {kept} good objects (mesh-hash split, {holdout:.0%}) -> {held_path}")
     for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         typer.echo(f"  dropped {count}: {key}")
     typer.echo(f"report: {report_path}")

@@ -41,7 +41,7 @@ def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; one sub-folder per input when several are given.")] = Path("out"),
     model: Annotated[ModelChoice, typer.Option(help="`auto`: the public weights when found locally ($OURO_WEIGHTS or the Hugging Face cache), else the embedded demo model; `demo`; `official`.")] = ModelChoice.auto,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint folder (ours, from `ouro train`); overrides --model.")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Denoising steps.")] = 25,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 12 for the demo).", show_default=False)] = None,
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[str, typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views.")] = "1:3",
@@ -56,14 +56,15 @@ def sample(
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
     from ouro.io.checkpoint import CheckpointError
-    from ouro.pipelines.sample import ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs
+    from ouro.pipelines.sample import (
+        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs,
+    )
 
     # 1. options
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
-    if window is not None and not (0 <= window[0] <= window[1] <= steps):
+    if window is not None and steps is not None and not (0 <= window[0] <= window[1] <= steps):
         fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= --steps ({steps})")
     g_min, g_max = _pair(guidance, "--guidance")
-    settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate, fast)
     device, torch_dtype = resolve_device_dtype(device, dtype)
 
     # 2. every input is read and prepared before anything is written
@@ -75,12 +76,17 @@ def sample(
         pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
+    steps = steps or int(pipe.config.diffusion.num_steps)
+    if window is not None and not (0 <= window[0] <= window[1] <= steps):
+        fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= the model's {steps} steps (or pass --steps)")
+    settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate, fast)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]
     except InputImageError as exc:
         fail(str(exc))
-    err_console.print(f"ouro: sampling with {description}")
+    hint = f" ({DEMO_HINT})" if description == DEMO_DESCRIPTION and checkpoint is None else ""
+    err_console.print(f"ouro: sampling with {description}{hint}", soft_wrap=True, highlight=False, markup=False)
 
     # 3. outputs are staged beside the output folder and moved in only when everything worked
     created = not output.exists()

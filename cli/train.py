@@ -57,7 +57,7 @@ _FIELDS = (
 def train(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option(help="Run config JSON (a run's config.json reproduces it); overrides --preset.")] = None,
-    preset: Annotated[str, typer.Option(help="Model preset: tiny, small or paper.")] = "paper",
+    preset: Annotated[str, typer.Option(help="Model preset: tiny, demo, small or paper (see ouro/config.py).")] = "paper",
     data: Annotated[Path, typer.Option(help="Render folder from `ouro render`.")] = DEFAULT_RENDER_DIR,
     kept: Annotated[Optional[Path], typer.Option(help="Kept-object list from `ouro filter`. Default: <data>/kept.txt when it exists, else every object.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder. Default: runs/<name>.")] = None,

@@ -177,6 +177,40 @@ PRESETS: dict[str, OuroConfig] = {
             attention_heads=8,
         ),
     ),
+    # The embedded demo model (ouro/assets/demo/): trainable on a 2-core CPU in about 80 minutes,
+    # in pixel space (PixelShuffleVAE: 4x4 patches -> 48 latent channels on a 16^2 grid) at 64 px.
+    # G reads the views at 32 px and places 4 x 16^2 Gaussians (LGM's 256 -> 128 for 512 px views).
+    "demo": OuroConfig(
+        name="demo",
+        generator=GeneratorConfig(
+            image_size=64,
+            latent_channels=48,
+            vae_downsample=4,
+            block_out_channels=(32, 64, 96, 96),
+            layers_per_block=1,
+            num_attention_heads=(1, 2, 4, 4),
+            cross_attention_dim=64,
+            addition_time_embed_dim=16,
+            adapter_blocks=2,
+            codec="pixel",
+        ),
+        reconstructor=ReconstructorConfig(
+            input_size=32,
+            down_channels=(32, 64, 96, 96),
+            down_attention=(False, False, True, True),
+            up_channels=(96, 96, 64),  # up_channels[i] mirrors down_channels[-1 - i]
+            up_attention=(True, False, False),
+            splat_size=16,
+            output_size=64,
+            time_embed_dim=32,
+            attention_heads=4,
+            norm_groups=16,
+        ),
+        # EDM's pixel-space noise levels (Karras et al. 2022, ImageNet-64: ln sigma ~ N(-1.2, 1.2^2),
+        # sigma_max 80): SVD's latent-video N(1.0, 1.6^2) almost never trains the low noise levels,
+        # which in pixel space leaves visible noise in every sample.
+        diffusion=DiffusionConfig(p_mean=-1.2, p_std=1.2, sigma_max=80.0, num_steps=20),
+    ),
     "tiny": OuroConfig(
         name="tiny",
         generator=GeneratorConfig(
@@ -205,7 +239,7 @@ PRESETS: dict[str, OuroConfig] = {
 
 
 def get_preset(name: str) -> OuroConfig:
-    """The named preset (``tiny``, ``small`` or ``paper``)."""
+    """The named preset (``tiny``, ``demo``, ``small`` or ``paper``)."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -143,6 +143,7 @@ class EvalSettings:
         engine, samples: ``ouro render`` engine (``cycles`` / ``workbench``) and Cycles samples.
         seed: sampling seed (same seed, same views).
         steps: sampling steps; None = the model config's (``paper``: 25).
+        feedback: sample with 3D feedback (Algorithm 2); False = the two-stage baseline.
         count_input: whether view 0 (the input view) counts in the means.
         lpips_net: ``alex`` (the public code) or ``vgg``.
         points: points per side for the geometry metrics; 0 turns them off.
@@ -156,6 +157,7 @@ class EvalSettings:
     samples: int = 16
     seed: int = 0
     steps: int | None = None
+    feedback: bool = True
     count_input: bool = True
     lpips_net: str = "alex"
     points: int = DEFAULT_POINTS
@@ -563,6 +565,7 @@ def run_evaluation(
         "predictions": str(predictions.resolve()) if predictions is not None else None,
         "seed": settings.seed if predictions is None else None,
         "steps": steps,
+        "feedback": settings.feedback if predictions is None else None,
         "resolution": settings.resolution,
         "cameras": asdict(cameras),
         "ground_truth": {"engine": settings.engine, "samples": settings.samples, "normalize": "diagonal",
@@ -688,7 +691,7 @@ def run_evaluation(
     extra = {
         "method": method,
         "settings": {"resolution": settings.resolution, "engine": settings.engine, "samples": settings.samples,
-                     "seed": key["seed"], "steps": steps, "points": settings.points, "mesh": settings.mesh,
+                     "seed": key["seed"], "steps": steps, "feedback": key["feedback"], "points": settings.points, "mesh": settings.mesh,
                      "up_axis": settings.up_axis, "cameras": asdict(cameras), "model": model_description,
                      "checkpoint": key["checkpoint"], "predictions": key["predictions"],
                      "ground_truth": str(gt_dir_tagged)},
@@ -703,7 +706,8 @@ def run_evaluation(
     write_csv(output / CSV_FILE, rows, settings.thresholds)
     _write_json_atomic(output / SUMMARY, summary)
     what = (f"predictions from {predictions}" if predictions is not None
-            else f"{model_description}, seed {settings.seed}, {steps} steps")
+            else f"{model_description}, seed {settings.seed}, {steps} steps"
+            + ("" if settings.feedback else ", no feedback (two-stage)"))
     settings_line = (f"{what}; ground truth: ouro render ({settings.engine}), {cameras.num_views} views at elevation 0, "
                      f"radius {cameras.radius:g}, fov {cameras.fov_deg:.3f} deg, {settings.resolution} px.")
     _write_text_atomic(output / REPORT, report_markdown(summary, rows, method, settings.resolution, settings_line, OBJECTS))
@@ -723,7 +727,7 @@ def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, s
         cond = F.interpolate(cond[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
     Image.fromarray(_to_uint8(cond)).save(folder / "input.png")
     t0 = time.time()
-    out = pipe(cond, SampleSettings(num_steps=steps, seed=settings.seed))
+    out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed))
     t_sample = time.time() - t0
     _write_views(folder / "views", out.views)
     write_ply(folder / "gaussians.ply", out.gaussians)

@@ -18,12 +18,19 @@ and judges every object on
 Outputs: the kept uids, one per line, sorted (``ouro train --kept``), and a CSV report with one row
 per object: ``uid, keep, reasons, frames, alpha_mean, border_max, color_std, faces, license,
 animated, image_textures``. Foreground = alpha > 0.5.
+
+Held-out split (``--holdout``): an object is held out when a salted SHA-256 of its **mesh hash**
+(``meta.json`` ``source.sha256``, the hash of the file that was rendered; the uid where it is
+missing) falls in the lowest ``fraction`` of the hash range. Copies of one mesh under different
+uids therefore land on the same side, and the split of an object never changes when objects are
+added or removed.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -38,11 +45,13 @@ __all__ = [
     "ObjectReport",
     "filter_renders",
     "find_objects",
+    "holdout_uids",
     "judge_object",
     "load_annotations",
     "read_failures",
     "write_kept",
     "write_report",
+    "write_uids",
 ]
 
 REPORT_COLUMNS = ("uid", "keep", "reasons", "frames", "alpha_mean", "border_max", "color_std", "faces", "license",
@@ -287,14 +296,10 @@ def filter_renders(
     return sorted(reports, key=lambda r: r.uid)
 
 
-def write_kept(reports: Sequence[ObjectReport], path: Path | str) -> Path:
-    """The kept uids, one per line (atomic write)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{r.uid}\n" for r in reports if r.keep), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def write_kept(reports: Sequence[ObjectReport], path: Path | str, exclude: Iterable[str] = ()) -> Path:
+    """The kept uids not in ``exclude`` (the held-out ones), one per line, sorted (atomic write)."""
+    exclude = set(exclude)
+    return write_uids((r.uid for r in reports if r.keep and r.uid not in exclude), path)
 
 
 def write_report(reports: Sequence[ObjectReport], path: Path | str) -> Path:
@@ -307,5 +312,45 @@ def write_report(reports: Sequence[ObjectReport], path: Path | str) -> Path:
         writer.writeheader()
         for report in reports:
             writer.writerow(report.row())
+    os.replace(tmp, path)
+    return path
+
+
+#: Salt of the held-out split (changing it changes every split; keep it fixed).
+HOLDOUT_SALT = b"ouro-holdout-v1:"
+
+
+def mesh_hash(folder: Path | str) -> str:
+    """``source.sha256`` of ``<folder>/meta.json`` (the rendered file's hash), else the folder name."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        digest = (meta.get("source") or {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        digest = None
+    return digest if isinstance(digest, str) and digest else f"uid:{folder.name}"
+
+
+def holdout_uids(render_dir: Path | str, uids: Iterable[str], fraction: float) -> set[str]:
+    """The uids of ``uids`` held out for evaluation: salted mesh hash in the lowest ``fraction`` of its range.
+
+    Deterministic, independent of the other objects, and equal for objects sharing a mesh.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"holdout fraction must lie in [0, 1), got {fraction}")
+    held = set()
+    for uid in uids:
+        digest = hashlib.sha256(HOLDOUT_SALT + mesh_hash(Path(render_dir) / uid).encode()).digest()
+        if int.from_bytes(digest[:8], "big") < fraction * 2**64:
+            held.add(uid)
+    return held
+
+
+def write_uids(uids: Iterable[str], path: Path | str) -> Path:
+    """``uids`` sorted, one per line (atomic write)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{uid}\n" for uid in sorted(uids)), encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -577,7 +577,7 @@ def render_objects(sources: Sequence[ObjectSource], out: Path | str, settings: R
     called after each object. Ctrl-C kills the running workers and leaves no partial folder.
     """
     settings.check()
-    out = Path(out)
+    out = Path(out).absolute()  # workers run in their own folder: a relative path would point elsewhere
     out.mkdir(parents=True, exist_ok=True)
     (out / STAGING).mkdir(exist_ok=True)
     clean_stale_staging(out)

@@ -135,7 +135,7 @@ class SamplePipeline:
 
     @classmethod
     def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "SamplePipeline":
-        return cls(load_checkpoint(folder), device, dtype)
+        return cls(load_checkpoint(folder, dtype=dtype), device, dtype)
 
     # ---------------------------------------------------------------------------------- helpers
     def cameras(self) -> tuple[Tensor, Tensor]:
@@ -390,6 +390,16 @@ def demo_checkpoint() -> Path:
     return Path(ouro.__file__).resolve().parent / "assets" / "demo"
 
 
+#: How the demo is named in logs, metadata and reports.
+DEMO_DESCRIPTION = "the embedded demo model"
+#: What ``--model auto`` adds when it falls back to the demo: how to get the paper's model instead.
+DEMO_HINT = (
+    "64 px, trained on a CPU, see ouro/assets/demo/MODEL_CARD.md; the public Ouroboros3D weights were not "
+    "found: put huanngzh/Ouroboros3D-SVD-LGM and stabilityai/stable-video-diffusion-img2vid in the Hugging "
+    "Face cache or under $OURO_WEIGHTS to use them (--model official)"
+)
+
+
 def load_pipeline(
     choice: str = "auto",
     checkpoint: Path | None = None,
@@ -427,4 +437,4 @@ def load_pipeline(
             "the embedded demo model is not in this version of ouro; pass --checkpoint DIR (a folder from "
             "`ouro train`) or provide the public weights (see --model official)"
         )
-    return SamplePipeline.from_checkpoint(demo, device, dtype), "the embedded demo model (public weights not found; see --model official)"
+    return SamplePipeline.from_checkpoint(demo, device, dtype), DEMO_DESCRIPTION

@@ -35,7 +35,6 @@ Data and noise are keyed by the seed and the sample position (:mod:`ouro.data.da
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -59,7 +58,9 @@ import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.data.dataset import PositionSampler, PositionStream, RenderFolderDataset, collate_samples
 from ouro.io.files import replace_folder
-from ouro.io.checkpoint import CHECKPOINT_FILE, CheckpointError, OuroModels, is_checkpoint, load_checkpoint, save_checkpoint
+from ouro.io.checkpoint import (
+    CHECKPOINT_FILE, CheckpointError, OuroModels, is_checkpoint, load_checkpoint, quiet_hf, save_checkpoint,
+)
 from ouro.paths import DEFAULT_RUNS_DIR
 
 from .train_state import (
@@ -188,7 +189,7 @@ class TrainConfig:
         return StepSettings(
             ablation=self.ablation, feedback_prob=self.feedback_prob, cfg_dropout=self.cfg_dropout,
             recon_loss=self.recon_loss, lpips_weight=self.lpips_weight, recon_weight=self.recon_weight,
-            p_mean=1.0, p_std=1.6, seed=self.seed, compat=self.compat,
+            p_mean=self.model.diffusion.p_mean, p_std=self.model.diffusion.p_std, seed=self.seed, compat=self.compat,
         )
 
     # ---------------------------------------------------------------------------------- JSON
@@ -596,7 +597,7 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
     models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
     tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=run))
     try:
-        with _quiet_hf():
+        with quiet_hf():
             folder = save_checkpoint(tmp / "final", models)
         info = {"run_config": config.to_dict(), "step": step, "ema": ema is not None, "ablation": config.ablation, **(summary or {})}
         (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -604,28 +605,6 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return run / "final"
-
-
-@contextlib.contextmanager
-def _quiet_hf():
-    """Silence diffusers' / transformers' warnings and progress bars (dtype casts, shard writing) for a moment."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    levels = dlog.get_verbosity(), tlog.get_verbosity()
-    bars = tlog.is_progress_bar_enabled()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(levels[0])
-        tlog.set_verbosity(levels[1])
-        dlog.enable_progress_bar()
-        if bars:
-            tlog.enable_progress_bar()
 
 
 def _models_with(model_cfg: OuroConfig, state: dict[str, Tensor]) -> tuple[nn.Module, nn.Module]:
@@ -656,7 +635,7 @@ def _sample_images(config: TrainConfig, model_cfg: OuroConfig, model: JointModel
         state.update({k: v.to("cpu", copy=True) for k, v in ema.shadow.items()})
     generator, reconstructor = _models_with(model_cfg, state)  # copies: the trained modules stay as they are
     models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
-    with _quiet_hf():
+    with quiet_hf():
         pipe = SamplePipeline(models, device=device, dtype=torch.float32)
     out = pipe(batch["images"][0, 0].float().cpu(), SampleSettings(num_steps=model_cfg.diffusion.num_steps,
                                                                    feedback=bool(model_cfg.generator.feedback), seed=config.seed))

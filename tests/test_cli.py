@@ -66,7 +66,7 @@ def test_sample_and_eval_lines_parse():
     params = parse("sample img.png -o out/")
     assert params["images"] == (Path("img.png"),) or list(params["images"]) == [Path("img.png")]
     assert params["output"] == Path("out/")
-    assert params["steps"] == 25 and params["seed"] == 0
+    assert params["steps"] is None and params["seed"] == 0  # None: the model's own step count
     assert parse("eval-gso")["gso_root"] is None
     assert parse("export g.ply -o m.glb --format obj")["format"].value == "obj"
 

@@ -37,3 +37,18 @@ def test_unknown_fields_and_presets_are_refused():
         get_preset("huge")
     override = OuroConfig.from_dict({"name": "x", "reconstructor": {"splat_size": 32}})
     assert override.reconstructor == ReconstructorConfig(splat_size=32)
+
+
+def test_demo_preset_is_pixel_space_and_trains_with_its_own_noise_levels():
+    """The demo trains in pixel space: the PixelShuffleVAE's channels, and EDM's pixel-space noise levels
+    reach the training step (the paper preset keeps SVD's)."""
+    from ouro.pipelines.train import TrainConfig
+
+    demo = get_preset("demo")
+    assert demo.generator.codec == "pixel"
+    assert demo.generator.latent_channels == 3 * demo.generator.vae_downsample**2
+    assert demo.reconstructor.input_size * 2 ** (len(demo.reconstructor.up_channels) - len(demo.reconstructor.down_channels)) == demo.reconstructor.splat_size
+    settings = TrainConfig.create("demo", output="runs/x").step_settings()
+    assert (settings.p_mean, settings.p_std) == (-1.2, 1.2)
+    settings = TrainConfig.create("paper", output="runs/x").step_settings()
+    assert (settings.p_mean, settings.p_std) == (1.0, 1.6)

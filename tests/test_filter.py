@@ -169,3 +169,41 @@ def test_filter_on_real_renders_drops_planted_empty_and_textureless(tmp_path_fac
     assert "near-constant colour" in rows["planted_flat"]["reasons"]
     assert rows["plain_box"]["reasons"].startswith("texture-less")  # rendered, but one plain colour
     assert rows["corrupt"]["reasons"].startswith("render failed")
+
+
+def _with_mesh_hash(folder: Path, digest: str) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["source"]["sha256"] = digest
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_holdout_split_follows_the_mesh_hash(tmp_path):
+    """Copies of one mesh land on one side; the fraction is met; an object's side ignores the others."""
+    from ouro.pipelines.filter import holdout_uids
+
+    root = tmp_path / "renders"
+    uids = [f"obj{i:03d}" for i in range(400)]
+    for i, uid in enumerate(uids):
+        (root / uid).mkdir(parents=True)
+        meta = {"uid": uid, "source": {"kind": "file", "sha256": f"{i // 2:064x}"}}  # pairs share a mesh
+        (root / uid / "meta.json").write_text(json.dumps(meta))
+    held = holdout_uids(root, uids, 0.1)
+    assert 20 <= len(held) <= 60  # 10 % of 400, pairs move together (binomial over 200 meshes)
+    for i in range(0, 400, 2):
+        assert (uids[i] in held) == (uids[i + 1] in held)
+    assert holdout_uids(root, uids[:50], 0.1) == held & set(uids[:50])  # independent of the other objects
+    assert holdout_uids(root, uids, 0.0) == set()
+    with pytest.raises(ValueError, match="fraction"):
+        holdout_uids(root, uids, 1.0)
+
+
+def test_cli_holdout_writes_both_lists(planted):
+    for uid in ("good", "good_by", "two_colours", "vertex_coloured"):
+        _with_mesh_hash(planted / uid, f"{uid}-mesh")
+    result = runner.invoke(app, ["filter", str(planted), "--licenses", "by,cc0", "--holdout", "0.5"])
+    assert result.exit_code == 0, result.output
+    kept = (planted / "kept.txt").read_text().split()
+    held = (planted / "heldout.txt").read_text().split()
+    assert sorted(kept + held) == ["good", "good_by", "two_colours", "vertex_coloured"] and not set(kept) & set(held)
+    assert held and kept  # with 4 meshes at 50 %, both sides are used for these hashes
+    assert f"held out {len(held)} of the 4 good objects" in result.output

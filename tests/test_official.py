@@ -271,3 +271,26 @@ def test_svd_folder_with_only_variant_files_loads_and_pickle_is_refused(tmp_path
         f.rename(f.with_name("diffusion_pytorch_model.bin"))  # pickle-format weights are never read
     with pytest.raises(CheckpointError, match="never pickle"):
         load_official(OfficialPaths(root / MV_MODEL_FILE, root / RECON_MODEL_FILE, svd), preset="tiny")
+
+
+def test_model_auto_takes_public_weights_when_found_else_the_demo(tmp_path, monkeypatch, originals, svd_folder):
+    """`ouro sample --model auto`: the public weights on disk win; without them, the embedded demo."""
+    import functools
+
+    import ouro.io.official as official
+    from ouro.pipelines.sample import DEMO_DESCRIPTION, ModelNotFound, load_pipeline
+
+    _isolate(monkeypatch, tmp_path)
+    pipe, description = load_pipeline("auto")
+    assert description == DEMO_DESCRIPTION and pipe.config.name == "demo"
+    with pytest.raises(ModelNotFound, match="OURO_WEIGHTS"):
+        load_pipeline("official")
+    root = tmp_path / "weights"
+    write_official(root, originals[0], originals[1])
+    os.symlink(svd_folder[0], root / "stable-video-diffusion-img2vid")
+    monkeypatch.setenv("OURO_WEIGHTS", str(root))
+    # the fake public files are tiny-sized; the loader is told so (it reads the paper's sizes otherwise)
+    monkeypatch.setattr(official, "load_official", functools.partial(official.load_official, preset="tiny"))
+    pipe, description = load_pipeline("auto")
+    assert description == "the public Ouroboros3D weights" and pipe.config.name == "tiny"
+    assert_same(pipe.models.generator, originals[0])

@@ -47,6 +47,10 @@ def test_keep_background_keeps_the_pixels():
     arr = np.full((64, 64, 3), (40, 120, 40), dtype=np.uint8)
     prepared = prepare_image(Image.fromarray(arr), 64, keep_background=True)
     torch.testing.assert_close(prepared.image[:, 32, 32], torch.tensor([40, 120, 40]) / 255.0, atol=1e-3, rtol=0)
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)  # transparent black, one opaque red square, no crop
+    rgba[8:16, 8:16] = (255, 0, 0, 255)
+    prepared = prepare_image(Image.fromarray(rgba, "RGBA"), 64, keep_background=True)
+    assert prepared.image[:, 40, 40].tolist() == [1.0, 1.0, 1.0] and prepared.image[:, 12, 12].tolist() == [1.0, 0.0, 0.0]
 
 
 def test_bad_inputs_give_one_line_errors_naming_the_file(tmp_path):

@@ -283,9 +283,11 @@ def test_second_run_renders_nothing_new(main):
 
 
 @pytest.mark.slow
-def test_cycles_engine(tmp_path, main):
+def test_cycles_engine(tmp_path, main, monkeypatch):
+    """Also a relative --output: the workers run in their own folder, so it must be made absolute."""
     glb = main["root"] / "glb" / "vc_box.glb"
-    result = runner.invoke(app, ["render", str(glb), "-o", str(tmp_path / "out"), "--resolution", "48", "--orbits", "1",
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["render", str(glb), "-o", "out", "--resolution", "48", "--orbits", "1",
                                  "--frames", "3", "--engine", "cycles"])
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "out" / "vc_box" / "meta.json").read_text())

@@ -119,7 +119,8 @@ def prepare_image(
         size: output side, pixels.
         border_ratio: empty margin on each side of the object's longer side, as a fraction of
             ``size`` (0.2 as the public inference: the object spans 60 % of the frame).
-        keep_background: use the image as is (resized to a square with padding), no segmentation.
+        keep_background: use the image as is (resized to a square with padding), no segmentation;
+            transparent pixels of an RGBA image become white.
         threshold: colour difference from the border colour above which an RGB pixel is foreground.
         use_rembg: try rembg with a model already on disk before the border rule.
     """
@@ -128,8 +129,9 @@ def prepare_image(
         source = Path(image)
         image = load_image(source)
     name = source or "input image"
-    if keep_background:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    if keep_background:  # as is; an alpha channel only decides what shows through as white
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
         alpha = np.ones(rgb.shape[:2], dtype=np.float32)
     else:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0

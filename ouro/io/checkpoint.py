@@ -14,6 +14,7 @@ half checkpoint under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,10 +27,32 @@ import torch
 from ouro.config import OuroConfig
 from ouro.io.files import replace_folder
 
-__all__ = ["OuroModels", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_checkpoint", "CHECKPOINT_FILE"]
+__all__ = ["quiet_hf", "OuroModels", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_checkpoint", "CHECKPOINT_FILE"]
 
 CHECKPOINT_FILE = "ouro.json"
 _FORMAT, _VERSION = "ouro-checkpoint", 1
+
+
+@contextlib.contextmanager
+def quiet_hf():
+    """Silence diffusers' / transformers' warnings and progress bars (dtype casts, shard reads and writes) for a moment."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
+        dlog.enable_progress_bar()
+        if bars:
+            tlog.enable_progress_bar()
 
 
 class CheckpointError(ValueError):
@@ -48,7 +71,9 @@ class OuroModels:
 
     def to(self, device=None, dtype=None) -> "OuroModels":
         for m in (self.generator, self.reconstructor, self.conditioner):
-            m.to(device=device, dtype=dtype)
+            # casting a diffusers model to the dtype it already has only earns a warning; skip it
+            same = dtype is None or all(p.dtype == dtype for p in m.parameters() if p.is_floating_point())
+            m.to(device=device) if same else m.to(device=device, dtype=dtype)
         return self
 
     def eval(self) -> "OuroModels":
@@ -108,9 +133,10 @@ def load_checkpoint(
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
     try:
-        generator = MultiViewUNet.from_pretrained(folder / "generator", **kwargs)
-        reconstructor = Reconstructor.from_pretrained(folder / "reconstructor", **kwargs)
-        conditioner = SVDConditioner.from_pretrained(folder, torch_dtype=dtype)
+        with quiet_hf():
+            generator = MultiViewUNet.from_pretrained(folder / "generator", **kwargs)
+            reconstructor = Reconstructor.from_pretrained(folder / "reconstructor", **kwargs)
+            conditioner = SVDConditioner.from_pretrained(folder, torch_dtype=dtype)
     except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{folder}: cannot load weights ({first}); the files may be corrupted or truncated") from None

@@ -1,0 +1,246 @@
+"""The embedded demo model's recipe: held-out GSO-layout folder, trivial baselines, packing, figure.
+
+The demo (``ouro/assets/demo/``, see its MODEL_CARD.md) is trained and scored with the same
+commands users run; this script only does the glue around them::
+
+    # data: the textured models of Debian's sweethome3d-furniture, rendered and filtered
+    ouro render MODELS... -o renders --engine workbench --resolution 128 --workers 2 --seed 0
+    ouro filter renders --holdout 0.1                # renders/kept.txt (train), renders/heldout.txt
+    ouro train --preset demo --data renders --kept renders/kept.txt ...   (flags in MODEL_CARD.md)
+
+    # held-out scores (benchmarks/README.md)
+    python benchmarks/demo_model.py gso-layout renders renders/heldout.txt -o heldout-gso
+    python benchmarks/demo_model.py baselines --objects renders/heldout.txt -o baselines  # white views
+    ouro eval-gso --gso-root heldout-gso --objects renders/heldout.txt --up-axis y --no-download \
+        --engine workbench --predictions baselines/white --resolution 64 --gt-dir gt -o eval/white
+    python benchmarks/demo_model.py baselines --objects renders/heldout.txt --inputs eval/white -o baselines
+    ouro eval-gso ... --predictions baselines/copy-input -o eval/copy-input
+    ouro eval-gso ... --model demo -o eval/demo            (and --no-feedback -o eval/demo-no-feedback)
+
+    # shipping
+    python benchmarks/demo_model.py pack runs/demo/final -o ouro/assets/demo
+    python benchmarks/demo_model.py figure out/ -o docs/demo.png
+
+Sub-commands:
+
+* ``gso-layout``: one GSO-style folder per held-out object (``<uid>/meshes/model.obj``,
+  ``model.mtl``, textures in ``materials/textures/``) from the OBJ each render's ``meta.json``
+  names, so ``ouro eval-gso`` renders its ground truth with the loaders GSO uses. The files keep
+  their +y up (score with ``--up-axis y``).
+* ``baselines``: ``white/<uid>/views/000..007.png`` (blank white views) and, given an eval run's
+  ``objects/<uid>/input.png``, ``copy-input/<uid>/views/*`` (the input view copied to every view),
+  for ``ouro eval-gso --predictions``. A baseline's views stand in for its splat renders too.
+* ``pack``: an ``ouro train`` checkpoint (``final/``) rewritten with float16 weights (the demo
+  loads them as float32), so the package stays small.
+* ``figure``: the README figure from an ``ouro sample`` output folder: input, the 8 views, and
+  turntable frames.
+* ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error against
+  copying the input), for checkpoints between full evaluations.
+* ``table``: the benchmarks/README.md rows from ``ouro eval-gso`` output folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MTLLIB = re.compile(r"^\s*mtllib\s+(.+?)\s*$", re.MULTILINE)
+TEXTURE_MAPS = re.compile(r"^\s*(map_\w+|bump|disp|decal|refl)\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", re.MULTILINE)
+SAFE_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")
+
+
+def read_uids(path: Path) -> list[str]:
+    uids = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    bad = [u for u in uids if not SAFE_UID.fullmatch(u) or u in (".", "..")]
+    if bad:
+        sys.exit(f"{path}: not object names: {bad[:3]}")
+    return uids
+
+
+def gso_layout(renders: Path, objects: Path, out: Path) -> None:
+    """GSO-style folders (meshes/model.obj + model.mtl, materials/textures/*) of the listed renders' sources."""
+    out.mkdir(parents=True, exist_ok=True)
+    for uid in read_uids(objects):
+        meta = json.loads((renders / uid / "meta.json").read_text())
+        src = Path(meta["source"]["path"])
+        if src.suffix.lower() != ".obj":
+            sys.exit(f"{uid}: source {src} is not an OBJ; only OBJ sources map onto the GSO layout")
+        target = out / uid
+        tmp = out / f".{uid}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "meshes").mkdir(parents=True)
+        (tmp / "materials" / "textures").mkdir(parents=True)
+        obj = src.read_text(errors="replace")
+        libs = MTLLIB.findall(obj)
+        mtl_text = "\n".join((src.parent / lib).read_text(errors="replace") for lib in libs if (src.parent / lib).is_file())
+        (tmp / "meshes" / "model.obj").write_text(MTLLIB.sub("mtllib model.mtl", obj, count=1) if libs else obj)
+        (tmp / "meshes" / "model.mtl").write_text(mtl_text + "\n")
+        textures = {m[1] for m in TEXTURE_MAPS.findall(mtl_text)}
+        for name in sorted(textures):
+            file = (src.parent / name).resolve()
+            if file.is_file() and src.parent.resolve() in file.parents:
+                shutil.copyfile(file, tmp / "materials" / "textures" / file.name)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        print(f"{uid}: {len(textures)} texture(s) -> {target}")
+
+
+def baselines(objects: Path, inputs: Path | None, out: Path, size: int, views: int = 8) -> None:
+    """``white/`` and, with ``inputs`` (an eval run folder), ``copy-input/`` prediction folders."""
+    white = Image.fromarray(np.full((size, size, 3), 255, np.uint8))
+    for uid in read_uids(objects):
+        folder = out / "white" / uid / "views"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(views):
+            white.save(folder / f"{i:03d}.png")
+        if inputs is not None:
+            image = Image.open(inputs / "objects" / uid / "input.png").convert("RGB")
+            folder = out / "copy-input" / uid / "views"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(views):
+                image.save(folder / f"{i:03d}.png")
+    print(f"baselines for {len(read_uids(objects))} objects -> {out}")
+
+
+def pack(final: Path, out: Path) -> None:
+    """Rewrite an ouro checkpoint with float16 weights (F, G and the frozen pixel-codec CLIP)."""
+    import torch
+
+    from ouro.io.checkpoint import load_checkpoint, save_checkpoint
+
+    models = load_checkpoint(final)
+    for m in (models.generator, models.reconstructor, models.conditioner):
+        m.to(torch.float16)
+    save_checkpoint(out, models)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"packed {final} -> {out}: {size / 2**20:.1f} MiB")
+
+
+def figure(sample_dir: Path, out: Path, tile: int = 128, turntable: int = 4) -> None:
+    """Input | 8 views (top row) and ``turntable`` frames of orbit.mp4 (bottom row), one PNG."""
+    import imageio.v3 as iio
+
+    def load(path_or_array) -> Image.Image:
+        image = path_or_array if isinstance(path_or_array, Image.Image) else Image.open(path_or_array)
+        return image.convert("RGB").resize((tile, tile), Image.Resampling.LANCZOS)
+
+    top = [load(sample_dir / "input.png")] + [load(p) for p in sorted((sample_dir / "views").glob("*.png"))]
+    frames = iio.imread(sample_dir / "orbit.mp4")  # [T, H, W, 3] uint8
+    picks = np.linspace(0, len(frames), turntable, endpoint=False).astype(int)
+    bottom = [load(Image.fromarray(frames[i])) for i in picks]
+    gap = 4
+    width = len(top) * (tile + gap) - gap
+    canvas = Image.new("RGB", (width, 2 * tile + gap), "white")
+    for i, image in enumerate(top):
+        canvas.paste(image, (i * (tile + gap), 0))
+    for i, image in enumerate(bottom):
+        canvas.paste(image, (i * (tile + gap), tile + gap))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    print(f"figure -> {out}")
+
+
+def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[float, ...] = (0.2, 1.0, 3.0, 10.0)) -> None:
+    """A cheap progress probe between full evaluations: F's one-step denoising error on held-out orbits.
+
+    For each noise level, the mean squared error (pixels in [-1, 1]) of ``D(x + sigma * n)`` against
+    the clean 8 views, next to two references: the input view copied to every view, and the noisy
+    views themselves. A model that uses its condition image beats the copy at high sigma.
+    """
+    import torch
+
+    from ouro.data.dataset import RenderFolderDataset, collate_samples
+    from ouro.diffusion import denoised, precondition
+    from ouro.io.checkpoint import load_checkpoint
+    from ouro.models.svd_parts import FPS_ID, MOTION_BUCKET_ID
+
+    m = load_checkpoint(checkpoint, dtype=torch.float32)
+    F, cond = m.generator, m.conditioner
+    data = RenderFolderDataset(renders, image_size=m.config.generator.image_size, kept=objects)
+    batch = collate_samples([data[i] for i in range(len(data))])
+    x = batch["images"] * 2 - 1  # [B, V, 3, H, W]
+    B, V = x.shape[:2]
+    g = torch.Generator().manual_seed(0)
+    print(f"{checkpoint}: {B} held-out orbits")
+    print("| sigma | MSE of D | MSE of copying the input | MSE of the noisy views |")
+    print("|---|---|---|---|")
+    with torch.no_grad():
+        latents = cond.encode(x).float()
+        clip = cond.clip_embedding(x[:, 0]).float()
+        cond_latent = cond.encode(x[:, :1])[:, 0].float() / cond.vae.config.scaling_factor
+        copy = cond.decode(cond_latent[:, None].expand(-1, V, -1, -1, -1) * cond.vae.config.scaling_factor)
+        for s in sigmas:
+            sigma = torch.full((B,), s)
+            noisy = latents + s * torch.randn(latents.shape, generator=g)
+            pre = precondition(sigma)
+            time_ids = torch.stack([torch.full_like(sigma, FPS_ID), torch.full_like(sigma, MOTION_BUCKET_ID), torch.full_like(sigma, 0.02)], 1)
+            model_in = torch.cat([noisy * pre.c_in.view(B, 1, 1, 1, 1), cond_latent[:, None].expand(-1, V, -1, -1, -1)], 2)
+            out = F(model_in, pre.c_noise, clip, time_ids, feedback=None, c2w=batch["c2w"], K_norm=batch["K_norm"]).sample
+            views = cond.decode(denoised(noisy, out.float(), sigma))
+            mse = lambda a: float(((a - x) ** 2).mean())  # noqa: E731
+            print(f"| {s:g} | {mse(views):.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
+
+
+def table(runs: list[Path], baselines: set[str]) -> None:
+    """Markdown rows from ``ouro eval-gso`` summaries; a baseline's views stand in for its splats."""
+    print("| method | views PSNR | views SSIM | views LPIPS | splats PSNR | splats SSIM | splats LPIPS |")
+    print("|---|---|---|---|---|---|---|")
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        views, splats = summary["means"]["views"], summary["means"]["splats"]
+        if splats is None and run.name in baselines:
+            splats = views
+        cells = [f"{views['psnr']:.2f}", f"{views['ssim']:.4f}", f"{views['lpips']:.4f}"]
+        cells += [f"{splats['psnr']:.2f}", f"{splats['ssim']:.4f}", f"{splats['lpips']:.4f}"] if splats else ["-"] * 3
+        print(f"| {run.name} ({len(summary['scored'])} objects) | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("gso-layout", help="GSO-style folders of the held-out objects")
+    p.add_argument("renders", type=Path)
+    p.add_argument("objects", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("baselines", help="white / copy-input prediction folders")
+    p.add_argument("--objects", type=Path, required=True)
+    p.add_argument("--inputs", type=Path, help="an eval-gso output folder (objects/<uid>/input.png)")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("pack", help="float16 copy of a checkpoint")
+    p.add_argument("final", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("figure", help="README figure from an `ouro sample` folder")
+    p.add_argument("sample_dir", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("denoise-check", help="one-step denoising error on held-out orbits (progress probe)")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--renders", type=Path, required=True)
+    p.add_argument("--objects", type=Path, required=True)
+    p = sub.add_parser("table", help="markdown rows from eval-gso output folders")
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--baselines", default="white,copy-input", help="runs whose views stand in for splats")
+    args = parser.parse_args(argv)
+    if args.command == "gso-layout":
+        gso_layout(args.renders, args.objects, args.output)
+    elif args.command == "baselines":
+        baselines(args.objects, args.inputs, args.output, args.size)
+    elif args.command == "pack":
+        pack(args.final, args.output)
+    elif args.command == "denoise-check":
+        denoise_check(args.checkpoint, args.renders, args.objects)
+    elif args.command == "figure":
+        figure(args.sample_dir, args.output)
+    else:
+        table(args.runs, set(args.baselines.split(",")))
+
+
+if __name__ == "__main__":
+    main()

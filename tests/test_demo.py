@@ -1,0 +1,73 @@
+"""The embedded demo model (ouro/assets/demo/), the examples and the README's first command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from ouro.cli.main import app
+from ouro.io.checkpoint import is_checkpoint
+from ouro.pipelines.sample import DEMO_DESCRIPTION, demo_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _isolate(monkeypatch, tmp_path):
+    """No public weights anywhere: `--model auto` must fall back to the demo."""
+    for var in ("OURO_WEIGHTS", "OURO_SVD", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+
+
+def test_demo_is_shipped_small_in_safetensors_with_a_model_card():
+    folder = demo_checkpoint()
+    assert is_checkpoint(folder)
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert sum(f.stat().st_size for f in files) <= 25 * 2**20
+    assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+    weights = [f for f in files if f.suffix == ".safetensors"]
+    assert {f.parent.name for f in weights} >= {"generator", "reconstructor"}
+    for f in weights:
+        with safe_open(f, "pt") as st:
+            assert {st.get_slice(k).get_dtype() for k in st.keys()} == {"F16"}, f
+    config = json.loads((folder / "ouro.json").read_text())["config"]
+    assert config["name"] == "demo" and config["generator"]["codec"] == "pixel"
+    card = (folder / "MODEL_CARD.md").read_text()
+    for needed in ("sweethome3d-furniture", "CC BY 3.0", "CC0", "held-out", "Limits", "steps"):
+        assert needed in card, needed
+
+
+def test_examples_have_licences():
+    listed = (ROOT / "examples" / "README.md").read_text()
+    for image in sorted((ROOT / "examples").glob("*.png")):
+        assert f"`{image.name}`" in listed, image.name
+        assert Image.open(image).mode == "RGBA"
+
+
+@pytest.mark.slow
+def test_readme_first_command_samples_the_example_with_the_demo(tmp_path, monkeypatch):
+    """`ouro sample examples/chair.png -o out/`: one line naming the demo and the public weights; views, PLY, video."""
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"^\s+\$ (.*ouro sample (\S+) -o (\S+))$", readme, re.MULTILINE)
+    assert first, "README quick start has no `ouro sample` command"
+    image, out = ROOT / first.group(2), tmp_path / first.group(3)
+    _isolate(monkeypatch, tmp_path)
+    result = runner.invoke(app, ["sample", str(image), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if line.startswith("ouro: sampling with")]
+    assert len(said) == 1 and DEMO_DESCRIPTION in said[0] and "OURO_WEIGHTS" in said[0], result.output
+    assert sorted(p.name for p in (out / "views").glob("*.png")) == [f"{i:03d}.png" for i in range(8)]
+    import imageio.v3 as iio
+
+    from ouro.gaussians.ply import read_ply
+
+    assert read_ply(out / "gaussians.ply").means.shape[0] > 0
+    frames = iio.imread(out / "orbit.mp4")
+    assert frames.shape[0] == 60 and frames.shape[-1] == 3  # --video-frames default
