@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from click.core import ParameterSource
 
 from ouro.paths import DEFAULT_RENDER_DIR, DEFAULT_RUNS_DIR
 
@@ -100,7 +99,8 @@ def train(
     from ouro.io.checkpoint import CheckpointError
     from ouro.pipelines.train import TrainConfig, default_run_name, init_compat, read_run_config, train as run
 
-    given = {p for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
+    # by name: typer vendors its own click, whose ParameterSource is not click.core's enum
+    given = {p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"}
     values: dict[str, Any] = {}
     for key in _FIELDS:
         value = ctx.params[key]

@@ -81,6 +81,10 @@ class ReconstructorConfig:
     layers_per_block: int = 2  #: ResnetBlocks per down block (up blocks get one more)
     attention_heads: int = 16  #: heads of every multi-view attention layer
     norm_groups: int = 32  #: GroupNorm groups; must divide every U-Net width
+    #: "direct" (LGM): the U-Net's xyz channels are the positions (clamped to the unit box);
+    #: "ray" (pixel-aligned, as Splatter Image): a Gaussian lies on its pixel's ray at depth
+    #: ``|o| + tanh(channel 0)`` (channels 1-2 unused), a strong prior for small CPU-trained models
+    positions: str = "direct"
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ PRESETS: dict[str, OuroConfig] = {
             time_embed_dim=32,
             attention_heads=4,
             norm_groups=16,
+            positions="ray",
         ),
         # EDM's pixel-space noise levels (Karras et al. 2022, ImageNet-64: ln sigma ~ N(-1.2, 1.2^2),
         # sigma_max 80): SVD's latent-video N(1.0, 1.6^2) almost never trains the low noise levels,

@@ -252,3 +252,30 @@ def test_save_and_load_pretrained_round_trip(views, tmp_path):
     assert saved["down_channels"] == list(model.config.down_channels) and saved["_class_name"] == "Reconstructor"
     with torch.no_grad():
         assert torch.equal(loaded(images, c2w, K, 0.4).raw, model(images, c2w, K, 0.4).raw)
+
+
+# ---------------------------------------------------------------------------------- positions
+def test_ray_positions_sit_on_their_pixel_ray_at_the_predicted_depth(tiny, views):
+    """``positions="ray"``: Gaussian (v, r, c) projects to the centre of splat pixel (r, c) of input
+    view v, at distance ``|o| + tanh(raw_x)`` from that camera; the other 11 channels are untouched."""
+    from ouro.geometry import project_points
+
+    images, c2w, K = views
+    ray = Reconstructor(**{**tiny.config, "positions": "ray"}).eval()
+    ray.load_state_dict(tiny.state_dict())
+    with torch.no_grad():
+        direct, out = tiny(images, c2w, K, 0.3).raw, ray(images, c2w, K, 0.3).raw
+    torch.testing.assert_close(out[..., 3:], direct[..., 3:])
+    s = tiny.config.splat_size
+    b = images.shape[0]
+    means = out[..., :3].reshape(b, 4, s * s, 3)
+    centre = torch.stack(torch.meshgrid((torch.arange(s) + 0.5) / s, (torch.arange(s) + 0.5) / s, indexing="xy"), -1).reshape(-1, 2)
+    for v, view in enumerate((0, 2, 4, 6)):
+        uv, z = project_points(means[:, v], c2w[:, view : view + 1], K[:, view : view + 1])  # [B, 1, s*s, 2], [B, 1, s*s]
+        torch.testing.assert_close(uv[:, 0], centre.expand(b, -1, -1), atol=1e-5, rtol=0)
+        dist = (means[:, v] - c2w[:, view, None, :3, 3]).norm(dim=-1)
+        want = c2w[:, view, None, :3, 3].norm(dim=-1) + torch.tanh(direct.reshape(b, 4, s * s, 14)[:, v, :, 0])
+        torch.testing.assert_close(dist, want, atol=1e-5, rtol=0)
+        assert (z > 0).all()
+    with pytest.raises(ValueError, match="positions must be one of"):
+        Reconstructor(**{**tiny.config, "positions": "sideways"})

@@ -369,6 +369,21 @@ def test_checkpoints_hold_no_pickle_and_a_corrupted_one_is_refused(resumed, tmp_
         read_state(bad / "checkpoint-000006")
 
 
+@pytest.mark.slow
+def test_resume_with_more_steps_trains_to_the_new_total(resumed, tmp_path):
+    """``--resume --max-steps N`` overrides the stored total (config.json is rewritten with it)."""
+    run = tmp_path / "more"
+    shutil.copytree(resumed["whole"], run)
+    out = runner.invoke(app, ["train", "--output", str(run), "--resume", "--max-steps", "7"])
+    assert out.exit_code == 0, out.output
+    rows = metrics(run)
+    assert [r["step"] for r in rows][-2:] == [6, 7] and rows[-1]["max_steps"] == 7
+    assert read_run_config(run / "config.json").max_steps == 7
+    assert read_state(run / "checkpoint-000007").step == 7
+    refused = runner.invoke(app, ["train", "--output", str(run), "--resume", "--lr", "0.5"])
+    assert refused.exit_code == 2 and "cannot change --lr" in refused.output, refused.output
+
+
 # ------------------------------------------------------------------------------------ ablations
 ROWS = {"separate": (), "joint": (), "ccm": ("ccm",), "rgb": ("rgb",), "full": ("rgb", "ccm")}
 

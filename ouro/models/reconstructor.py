@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ouro.config import PRESETS, ReconstructorConfig
 from ouro.gaussians.gaussians import LAYOUT, Compat, Gaussians
-from ouro.geometry.rays import plucker_rays
+from ouro.geometry.rays import camera_rays, plucker_rays
 from ouro.models.lgm_unet import LGMUNet
 
 __all__ = ["Reconstructor", "ReconstructorOutput", "noise_level", "RECONSTRUCTOR_PRESETS"]
@@ -37,6 +37,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: LGM-style preset names -> the reconstructor of the ouro preset with that size (``big`` = ``paper``).
 RECONSTRUCTOR_PRESETS: dict[str, str] = {"tiny": "tiny", "small": "small", "big": "paper", "paper": "paper"}
+#: How the xyz channels become positions (:attr:`ouro.config.ReconstructorConfig.positions`).
+POSITION_MODES = ("direct", "ray")
 
 
 def noise_level(sigma: float | Tensor | None) -> Tensor:
@@ -63,7 +65,8 @@ class ReconstructorOutput(BaseOutput):
 
     Attributes:
         raw: ``[B, N, 14]`` pre-activation Gaussians, ``N = V * splat^2`` ordered (view, row, column),
-            channels per :data:`ouro.gaussians.LAYOUT`; positions in object units after activation.
+            channels per :data:`ouro.gaussians.LAYOUT`; positions in object units after activation
+            (with ``positions="ray"`` the xyz channels already hold the pixel-aligned positions).
     """
 
     raw: Tensor
@@ -104,8 +107,11 @@ class Reconstructor(ModelMixin, ConfigMixin):
         layers_per_block: int = 2,
         attention_heads: int = 16,
         norm_groups: int = 32,
+        positions: str = "direct",
     ):
         super().__init__()
+        if positions not in POSITION_MODES:
+            raise ValueError(f"positions must be one of {', '.join(POSITION_MODES)}, got {positions!r}")
         produced = input_size * 2 ** (len(up_channels) - len(down_channels))
         if produced != splat_size:
             raise ValueError(
@@ -216,9 +222,23 @@ class Reconstructor(ModelMixin, ConfigMixin):
         s = out.shape[-1]
         # [B * V', 14, s, s] -> [B, V', s, s, 14] -> [B, V' * s * s, 14]
         raw = out.reshape(b, n_views, LAYOUT.channels, s, s).permute(0, 1, 3, 4, 2).reshape(b, n_views * s * s, -1)
+        if self.config.positions == "ray":
+            raw = self._ray_positions(raw, c2w, K_norm, s)
         if not return_dict:
             return (raw,)
         return ReconstructorOutput(raw=raw)
+
+    def _ray_positions(self, raw: Tensor, c2w: Tensor, K_norm: Tensor, size: int) -> Tensor:
+        """Pixel-aligned positions: ``raw [B, V' * s * s, 14]`` with its xyz channels replaced by
+        ``o + (|o| + tanh(raw_x)) d``, the point on the ray ``(o, d)`` of each splat pixel's centre
+        of its input view (cameras look at the object at the origin, so depth ``|o|`` is the centre plane)."""
+        b = raw.shape[0]
+        idx = self.select_views(c2w.shape[1])
+        origins, dirs = camera_rays(c2w[:, idx].float(), K_norm[:, idx].float(), size, size)  # [B, V', s, s, 3] x 2
+        origins, dirs = origins.reshape(b, -1, 3), dirs.reshape(b, -1, 3)
+        depth = origins.norm(dim=-1, keepdim=True) + torch.tanh(raw[..., :1].float())
+        means = (origins + depth * dirs).to(raw.dtype)
+        return torch.cat([means, raw[..., LAYOUT.means.stop:]], dim=-1)
 
     @property
     def num_gaussians(self) -> int:
