@@ -53,15 +53,16 @@ from PIL import Image
 
 MTLLIB = re.compile(r"^\s*mtllib\s+(.+?)\s*$", re.MULTILINE)
 TEXTURE_MAPS = re.compile(r"^\s*(map_\w+|bump|disp|decal|refl)\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", re.MULTILINE)
-SAFE_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")
 
 
 def read_uids(path: Path) -> list[str]:
-    uids = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    bad = [u for u in uids if not SAFE_UID.fullmatch(u) or u in (".", "..")]
-    if bad:
-        sys.exit(f"{path}: not object names: {bad[:3]}")
-    return uids
+    """A uid list (``ouro filter``'s kept / held-out files), validated by the training loader's reader."""
+    from ouro.data.dataset import DatasetError, read_kept
+
+    try:
+        return read_kept(path)
+    except DatasetError as exc:
+        sys.exit(str(exc))
 
 
 def gso_layout(renders: Path, objects: Path, out: Path) -> None:
@@ -95,7 +96,8 @@ def gso_layout(renders: Path, objects: Path, out: Path) -> None:
 def baselines(objects: Path, inputs: Path | None, out: Path, size: int, views: int = 8) -> None:
     """``white/`` and, with ``inputs`` (an eval run folder), ``copy-input/`` prediction folders."""
     white = Image.fromarray(np.full((size, size, 3), 255, np.uint8))
-    for uid in read_uids(objects):
+    uids = read_uids(objects)
+    for uid in uids:
         folder = out / "white" / uid / "views"
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(views):
@@ -106,7 +108,7 @@ def baselines(objects: Path, inputs: Path | None, out: Path, size: int, views: i
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(views):
                 image.save(folder / f"{i:03d}.png")
-    print(f"baselines for {len(read_uids(objects))} objects -> {out}")
+    print(f"baselines for {len(uids)} objects -> {out}")
 
 
 def pack(final: Path, out: Path) -> None:
@@ -159,7 +161,6 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
     from ouro.data.dataset import RenderFolderDataset, collate_samples
     from ouro.diffusion import denoised, precondition
     from ouro.io.checkpoint import load_checkpoint
-    from ouro.models.svd_parts import FPS_ID, MOTION_BUCKET_ID
 
     m = load_checkpoint(checkpoint, dtype=torch.float32)
     F, cond = m.generator, m.conditioner
@@ -175,12 +176,12 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
         latents = cond.encode(x).float()
         clip = cond.clip_embedding(x[:, 0]).float()
         cond_latent = cond.encode(x[:, :1])[:, 0].float() / cond.vae.config.scaling_factor
+        time_ids = cond.added_time_ids(B)  # as `ouro sample` conditions F
         copy = cond.decode(cond_latent[:, None].expand(-1, V, -1, -1, -1) * cond.vae.config.scaling_factor)
         for s in sigmas:
             sigma = torch.full((B,), s)
             noisy = latents + s * torch.randn(latents.shape, generator=g)
             pre = precondition(sigma)
-            time_ids = torch.stack([torch.full_like(sigma, FPS_ID), torch.full_like(sigma, MOTION_BUCKET_ID), torch.full_like(sigma, 0.02)], 1)
             model_in = torch.cat([noisy * pre.c_in.view(B, 1, 1, 1, 1), cond_latent[:, None].expand(-1, V, -1, -1, -1)], 2)
             out = F(model_in, pre.c_noise, clip, time_ids, feedback=None, c2w=batch["c2w"], K_norm=batch["K_norm"]).sample
             views = cond.decode(denoised(noisy, out.float(), sigma))

@@ -62,8 +62,13 @@ def sample(
 
     # 1. options
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
-    if window is not None and steps is not None and not (0 <= window[0] <= window[1] <= steps):
-        fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= --steps ({steps})")
+
+    def check_window(total: int, what: str) -> None:
+        if window is not None and not (0 <= window[0] <= window[1] <= total):
+            fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= {what} ({total})")
+
+    if steps is not None:  # fail before loading a large model
+        check_window(steps, "--steps")
     g_min, g_max = _pair(guidance, "--guidance")
     device, torch_dtype = resolve_device_dtype(device, dtype)
 
@@ -76,9 +81,9 @@ def sample(
         pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
-    steps = steps or int(pipe.config.diffusion.num_steps)
-    if window is not None and not (0 <= window[0] <= window[1] <= steps):
-        fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= the model's {steps} steps (or pass --steps)")
+    if steps is None:
+        steps = int(pipe.config.diffusion.num_steps)
+        check_window(steps, "the model's steps; or pass --steps")
     settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate, fast)
     size = pipe.config.generator.image_size
     try:

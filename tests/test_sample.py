@@ -128,6 +128,17 @@ def test_bad_inputs_exit_2_and_leave_nothing(tiny_checkpoint, tmp_path, make, me
     assert not out.exists()
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--steps", "4", "--feedback-steps", "2:5"], "need 0 <= START <= END <= --steps (4)"),
+    (["--feedback-steps", "0:5"], "need 0 <= START <= END <= the model's steps; or pass --steps (4)"),
+])
+def test_feedback_window_past_the_steps_exits_2(tiny_checkpoint, tmp_path, extra, message):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(object_image(tmp_path / "in.png")), "-o", str(out), "--checkpoint", str(tiny_checkpoint), *extra])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not out.exists()
+
+
 def test_unwritable_output_exits_2(tiny_checkpoint, tmp_path):
     src = object_image(tmp_path / "a.png")
     blocker = tmp_path / "file"
