@@ -190,9 +190,11 @@ PRESETS: dict[str, OuroConfig] = {
             image_size=64,
             latent_channels=48,
             vae_downsample=4,
-            block_out_channels=(32, 64, 96, 96),
+            # the first width must exceed the 2 x 48 input channels (noisy | condition latent): at 32 the
+            # 4x4 pixel patches could not pass conv_in, F could neither denoise nor copy the condition
+            block_out_channels=(96, 64, 64),
             layers_per_block=1,
-            num_attention_heads=(1, 2, 4, 4),
+            num_attention_heads=(2, 2, 2),
             cross_attention_dim=64,
             addition_time_embed_dim=16,
             adapter_blocks=2,

@@ -47,6 +47,10 @@ def test_demo_preset_is_pixel_space_and_trains_with_its_own_noise_levels():
     demo = get_preset("demo")
     assert demo.generator.codec == "pixel"
     assert demo.generator.latent_channels == 3 * demo.generator.vae_downsample**2
+    # conv_in must not squeeze the noisy | condition latents (2 x 48 channels of pixel patches): at 32
+    # channels F could neither pass the noise through (denoise) nor copy the condition image
+    assert demo.generator.block_out_channels[0] >= 2 * demo.generator.latent_channels
+    assert demo.reconstructor.positions == "ray"
     assert demo.reconstructor.input_size * 2 ** (len(demo.reconstructor.up_channels) - len(demo.reconstructor.down_channels)) == demo.reconstructor.splat_size
     settings = TrainConfig.create("demo", output="runs/x").step_settings()
     assert (settings.p_mean, settings.p_std) == (-1.2, 1.2)

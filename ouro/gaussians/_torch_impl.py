@@ -29,6 +29,7 @@ gsplat's ``classic`` mode:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -298,6 +299,26 @@ def _transmittance(alpha: Tensor, t_in: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return alpha, trans[:, :-1], trans[:, -1]
 
 
+def _wavefront(plan: _Plan, packed: Tensor, t: Tensor, block: Callable[..., Tensor]) -> None:
+    """Front-to-back sweep over slabs: every tile with Gaussians left and live pixels, a block at a time.
+
+    ``t [num_tiles, P]`` is the transmittance entering the current slab; ``block(tiles, k0, t_in,
+    params, alpha, t_excl, t_end)`` composites one block of tiles, updates ``t`` for them and returns
+    which of them go on ``[Ta]`` (bool).
+    """
+    active, k0 = plan.nonempty, 0
+    while len(active):
+        survivors = []
+        for tiles in torch.split(active, plan.tiles_per_block):
+            t_in = t.index_select(0, tiles)
+            _, params = _gather(packed, plan, tiles, k0)
+            alpha, t_excl, t_end = _transmittance(_alphas(params, plan, tiles), t_in)
+            survivors.append(tiles[block(tiles, k0, t_in, params, alpha, t_excl, t_end)])
+        k0 += plan.slab
+        active = torch.cat(survivors)
+        active = active[plan.tile_count[active] > k0]
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back alpha compositing of binned Gaussians, with an analytic backward.
 
@@ -316,29 +337,22 @@ class _Composite(torch.autograd.Function):
         acc = features.new_zeros(plan.num_tiles, P, C + 1)
         steps = []  # the blocks' (tiles, k0, t_in), replayed by the backward
         record = any(ctx.needs_input_grad[:4])
-        active, k0 = plan.nonempty, 0
-        # wavefront over slabs: all tiles with Gaussians left and live pixels, a block at a time
-        while len(active):
-            survivors = []
-            for tiles in torch.split(active, plan.tiles_per_block):
-                t_in = t.index_select(0, tiles)
-                _, params = _gather(packed, plan, tiles, k0)
-                alpha, t_excl, t_end = _transmittance(_alphas(params, plan, tiles), t_in)
-                stopped = t_end < T_MIN
-                if record:
-                    steps.append((tiles, k0, t_in))
-                # sum_i w_i [f_i, 1]: [Ta, S, P]^T @ [Ta, S, C + 1] -> [Ta, P, C + 1]
-                feats1 = torch.cat([params[..., 6:], params.new_ones(params.shape[:2] + (1,))], -1)
-                slab_acc = alpha.mul_(t_excl).transpose(1, 2) @ feats1
-                acc.index_add_(0, tiles, slab_acc)
-                # leaving transmittance: the product where the pixel goes on, t_in - sum(w) where it stopped
-                t_out = torch.where(stopped, t_in - slab_acc[..., -1], t_end)
-                trans[tiles] = torch.where(t_in > 0, t_out, trans.index_select(0, tiles))
-                t[tiles] = torch.where(stopped, torch.zeros_like(t_out), t_out)
-                survivors.append(tiles[~stopped.all(dim=1)])
-            k0 += plan.slab
-            active = torch.cat(survivors)
-            active = active[plan.tile_count[active] > k0]
+
+        def block(tiles, k0, t_in, params, alpha, t_excl, t_end):
+            stopped = t_end < T_MIN
+            if record:
+                steps.append((tiles, k0, t_in))
+            # sum_i w_i [f_i, 1]: [Ta, S, P]^T @ [Ta, S, C + 1] -> [Ta, P, C + 1]
+            feats1 = torch.cat([params[..., 6:], params.new_ones(params.shape[:2] + (1,))], -1)
+            slab_acc = alpha.mul_(t_excl).transpose(1, 2) @ feats1
+            acc.index_add_(0, tiles, slab_acc)
+            # leaving transmittance: the product where the pixel goes on, t_in - sum(w) where it stopped
+            t_out = torch.where(stopped, t_in - slab_acc[..., -1], t_end)
+            trans[tiles] = torch.where(t_in > 0, t_out, trans.index_select(0, tiles))
+            t[tiles] = torch.where(stopped, torch.zeros_like(t_out), t_out)
+            return ~stopped.all(dim=1)
+
+        _wavefront(plan, packed, t, block)
         ctx.plan, ctx.steps = plan, steps
         ctx.save_for_backward(packed, trans)
         return acc[..., :C], trans
@@ -451,22 +465,16 @@ def rasterize_median_depth(
     P = plan.tile_size**2
     t = packed.new_ones(plan.num_tiles, P)
     out = packed.new_zeros(plan.num_tiles, P)
-    active, k0 = plan.nonempty, 0
-    while len(active):
-        survivors = []
-        for tiles in torch.split(active, plan.tiles_per_block):
-            t_in = t.index_select(0, tiles)
-            _, params = _gather(packed, plan, tiles, k0)
-            alpha, t_excl, t_end = _transmittance(_alphas(params, plan, tiles), t_in)
-            # the one Gaussian (if any) in this slab where T crosses the threshold
-            cross = (t_excl >= threshold) & (t_excl * (1 - alpha) < threshold)  # [Ta, S, P]
-            out.index_add_(0, tiles, (cross.to(params.dtype) * params[..., 6:7]).sum(1))
-            t_next = torch.where(t_end < T_MIN, torch.zeros_like(t_end), t_end)
-            t[tiles] = t_next
-            survivors.append(tiles[(t_next >= threshold).any(dim=1)])
-        k0 += plan.slab
-        active = torch.cat(survivors)
-        active = active[plan.tile_count[active] > k0]
+
+    def block(tiles, k0, t_in, params, alpha, t_excl, t_end):
+        # the one Gaussian (if any) in this slab where T crosses the threshold
+        cross = (t_excl >= threshold) & (t_excl * (1 - alpha) < threshold)  # [Ta, S, P]
+        out.index_add_(0, tiles, (cross.to(params.dtype) * params[..., 6:7]).sum(1))
+        t_next = torch.where(t_end < T_MIN, torch.zeros_like(t_end), t_end)
+        t[tiles] = t_next
+        return (t_next >= threshold).any(dim=1)
+
+    _wavefront(plan, packed, t, block)
     ts, tx, ty = tile_size, plan.tiles_x, plan.tiles_y
     out = out.reshape(I, ty, tx, ts, ts).permute(0, 1, 3, 2, 4).reshape(I, ty * ts, tx * ts)
     return out[:, :height, :width]
