@@ -305,7 +305,12 @@ def render_ground_truth(
         try:
             for name, folder in todo.items():
                 try:
-                    obj = gso.convert_obj_up_axis(folder / "meshes" / "model.obj", sources_dir / name / f"{name}.obj", settings.up_axis)
+                    obj = folder / "meshes" / "model.obj"
+                    if settings.up_axis == "y":  # already ours: render the file itself, no copy
+                        if not obj.is_file():
+                            raise FileNotFoundError("no such file")
+                    else:
+                        obj = gso.convert_obj_up_axis(obj, sources_dir / name / f"{name}.obj", settings.up_axis)
                 except (OSError, ValueError, IndexError) as e:
                     failed[name] = f"cannot read {folder / 'meshes' / 'model.obj'}: {type(e).__name__}: {e}"
                     continue

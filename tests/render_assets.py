@@ -85,8 +85,9 @@ def _to_z_up(line: str) -> str:
     return " ".join([head, x, repr(-float(z)), y, *rest])
 
 
-def make_gso_folder(model: Path, dest: Path) -> Path:
-    """A Google-Scanned-Objects-layout folder from a one-texture OBJ model, +z up as GSO ships it.
+def make_gso_folder(model: Path, dest: Path, up: str = "z") -> Path:
+    """A Google-Scanned-Objects-layout folder from a one-texture OBJ model, +z up as GSO ships it
+    (``up="y"``: the model's own +y up, as ``benchmarks/demo_model.py gso-layout`` writes them).
 
     ``meshes/model.obj`` + ``meshes/model.mtl`` (``map_Kd texture.png``) and the texture at
     ``materials/textures/texture.png``, as GSO ships them (the .mtl names a file that is not
@@ -99,7 +100,7 @@ def make_gso_folder(model: Path, dest: Path) -> Path:
     texture = next(p for p in model.iterdir() if p.suffix.lower() in {".jpg", ".png"})
     (dest / "meshes").mkdir(parents=True)
     (dest / "materials" / "textures").mkdir(parents=True)
-    lines = [_to_z_up(line) for line in obj.read_text().splitlines()]
+    lines = [_to_z_up(line) if up == "z" else line for line in obj.read_text().splitlines()]
     (dest / "meshes" / "model.obj").write_text(
         "\n".join("mtllib model.mtl" if line.startswith("mtllib") else line for line in lines) + "\n")
     lines = mtl.read_text().splitlines()

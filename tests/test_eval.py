@@ -493,6 +493,35 @@ def test_white_views_and_a_shifted_mesh_give_the_values_computed_by_hand(world, 
         assert mesh["fscore"]["0.1"] == 1.0
 
 
+@pytest.mark.slow
+def test_y_up_copies_render_the_same_ground_truth_in_place(world, tmp_path):
+    """``--up-axis y`` (GSO-layout copies already +y up): the file is rendered where it is, and the
+    ground truth equals that of the +z-up GSO folder of the same model."""
+    root = tmp_path / "gso-y"
+    assets.make_gso_folder(world["models"]["chicken"], root / "Chicken_Toy", up="y")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    objects = tmp_path / "one.txt"
+    objects.write_text("Chicken_Toy\n")
+    pred = tmp_path / "white" / "Chicken_Toy" / "views"
+    pred.mkdir(parents=True)
+    for k in range(8):
+        Image.new("RGB", (64, 64), (255, 255, 255)).save(pred / f"{k:03d}.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval-gso", "--gso-root", str(root), "--objects", str(objects), "--up-axis", "y", "--no-download",
+                                 "--predictions", str(tmp_path / "white"), "-o", str(out), "--engine", "workbench", "--points", "0",
+                                 "--resolution", "64"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written beside the source
+    (gt_y,) = sorted((out / "gt").iterdir())
+    assert not (gt_y / ".sources").exists()
+    meta_y = json.loads((gt_y / "Chicken_Toy" / "meta.json").read_text())
+    meta_z = json.loads((_gt_dir(world) / "Chicken_Toy" / "meta.json").read_text())
+    for key in ("bbox_min", "bbox_max"):
+        assert np.allclose(meta_y["normalization"][key], meta_z["normalization"][key], atol=1e-4)
+    frame = lambda gt, meta: np.asarray(Image.open(gt / "Chicken_Toy" / meta["locations"][0]["frames"][0]["name"])).astype(float)  # noqa: E731
+    assert np.abs(frame(gt_y, meta_y) - frame(_gt_dir(world), meta_z)).mean() < 2.0  # 8-bit RGBA, same picture
+
+
 def test_missing_vgg_weights_exit_2_before_writing(tmp_path, tiny_checkpoint, monkeypatch):
     monkeypatch.setenv("OURO_LPIPS_WEIGHTS", str(tmp_path / "no_weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
