@@ -71,3 +71,29 @@ def test_readme_first_command_samples_the_example_with_the_demo(tmp_path, monkey
     assert read_ply(out / "gaussians.ply").means.shape[0] > 0
     frames = iio.imread(out / "orbit.mp4")
     assert frames.shape[0] == 60 and frames.shape[-1] == 3  # --video-frames default
+
+
+@pytest.mark.slow
+def test_demo_splats_of_a_held_out_chair_beat_blank_views():
+    """The shipped demo on a held-out object (kitchenChair: never trained on; its ground truth as
+    `ouro eval-gso` rendered it, 64 px, the 8 evaluation cameras): sampled from view 0 with the
+    evaluation's seed and steps, its splat renders of the 7 novel views are perceptually far closer
+    to the chair than blank white views (LPIPS 0.42 against 0.65 when measured; a collapsed,
+    input-independent G scored like white). On this thin chair, PSNR and SSIM still favour white."""
+    import torch
+
+    from ouro.gaussians import render
+    from ouro.metrics.lpips import LPIPS
+    from ouro.pipelines.evaluate import EvalCameras, load_ground_truth, score_images
+    from ouro.pipelines.sample import SamplePipeline, SampleSettings
+
+    pipe = SamplePipeline.from_checkpoint(demo_checkpoint())
+    cams = EvalCameras.from_config(pipe.config.camera)
+    gt, _ = load_ground_truth(ROOT / "tests" / "data" / "demo-heldout" / "kitchenChair", cams, 64)  # [8, 3, 64, 64]
+    out = pipe(gt[0], SampleSettings(num_steps=pipe.config.diffusion.num_steps, seed=0))
+    with torch.no_grad():
+        splats = render(out.gaussians, cams.c2w(), cams.K(64), 64, 64, compat=pipe.compat).rgb.clamp(0, 1)
+    lpips = LPIPS("alex")
+    demo = {k: sum(v) / 7 for k, v in score_images(splats[1:], gt[1:], lpips).items()}
+    white = {k: sum(v) / 7 for k, v in score_images(torch.ones_like(gt[1:]), gt[1:], lpips).items()}
+    assert demo["lpips"] < white["lpips"] - 0.15, (demo, white)
