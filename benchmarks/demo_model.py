@@ -178,13 +178,14 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
         cond_latent = cond.encode(x[:, :1])[:, 0].float() / cond.vae.config.scaling_factor
         time_ids = cond.added_time_ids(B)  # as `ouro sample` conditions F
         copy = cond.decode(cond_latent[:, None].expand(-1, V, -1, -1, -1) * cond.vae.config.scaling_factor)
+        data_scale = m.config.diffusion.sigma_data
         for s in sigmas:
             sigma = torch.full((B,), s)
             noisy = latents + s * torch.randn(latents.shape, generator=g)
-            pre = precondition(sigma)
+            pre = precondition(sigma, data_scale)
             model_in = torch.cat([noisy * pre.c_in.view(B, 1, 1, 1, 1), cond_latent[:, None].expand(-1, V, -1, -1, -1)], 2)
             out = F(model_in, pre.c_noise, clip, time_ids, feedback=None, c2w=batch["c2w"], K_norm=batch["K_norm"]).sample
-            views = cond.decode(denoised(noisy, out.float(), sigma))
+            views = cond.decode(denoised(noisy, out.float(), sigma, data_scale))
             mse = lambda a: float(((a - x) ** 2).mean())  # noqa: E731
             print(f"| {s:g} | {mse(views):.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
 

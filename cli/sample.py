@@ -41,7 +41,7 @@ def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; one sub-folder per input when several are given.")] = Path("out"),
     model: Annotated[ModelChoice, typer.Option(help="`auto`: the public weights when found locally ($OURO_WEIGHTS or the Hugging Face cache), else the embedded demo model; `demo`; `official`.")] = ModelChoice.auto,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint folder (ours, from `ouro train`); overrides --model.")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 12 for the demo).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 20 for the demo).", show_default=False)] = None,
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[str, typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views.")] = "1:3",

@@ -95,6 +95,9 @@ class DiffusionConfig:
     p_std: float = 1.6
     sigma_min: float = 0.002
     sigma_max: float = 700.0
+    #: data scale of the EDM preconditioning: 1 as SVD (its scaled latents); EDM uses 0.5 for
+    #: pixels in [-1, 1] (ouro.diffusion.edm explains what it changes)
+    sigma_data: float = 1.0
     num_steps: int = 25
     guidance_min: float = 1.0  #: classifier-free guidance of the first frame
     guidance_max: float = 3.0  #: ... rising linearly to the last frame
@@ -216,7 +219,9 @@ PRESETS: dict[str, OuroConfig] = {
         # EDM's pixel-space noise levels (Karras et al. 2022, ImageNet-64: ln sigma ~ N(-1.2, 1.2^2),
         # sigma_max 80): SVD's latent-video N(1.0, 1.6^2) almost never trains the low noise levels,
         # which in pixel space leaves visible noise in every sample.
-        diffusion=DiffusionConfig(p_mean=-1.2, p_std=1.2, sigma_max=80.0, num_steps=20),
+        # sigma_data 0.5 (EDM's pixel value): at SVD's 1, c_skip passes up to half the noise into D
+        # at sigma ~ 1, which this small F could not cancel: every demo-v4 sample kept visible noise.
+        diffusion=DiffusionConfig(p_mean=-1.2, p_std=1.2, sigma_max=80.0, sigma_data=0.5, num_steps=20),
     ),
     "tiny": OuroConfig(
         name="tiny",

@@ -304,16 +304,17 @@ def render_ground_truth(
         sources = []
         try:
             for name, folder in todo.items():
-                try:
-                    obj = folder / "meshes" / "model.obj"
-                    if settings.up_axis == "y":  # already ours: render the file itself, no copy
-                        if not obj.is_file():
-                            raise FileNotFoundError("no such file")
-                    else:
+                obj = folder / "meshes" / "model.obj"
+                if settings.up_axis == "y":  # already ours: render the file itself, no copy
+                    if not obj.is_file():
+                        failed[name] = f"cannot read {obj}: no such file"
+                        continue
+                else:
+                    try:
                         obj = gso.convert_obj_up_axis(obj, sources_dir / name / f"{name}.obj", settings.up_axis)
-                except (OSError, ValueError, IndexError) as e:
-                    failed[name] = f"cannot read {folder / 'meshes' / 'model.obj'}: {type(e).__name__}: {e}"
-                    continue
+                    except (OSError, ValueError, IndexError) as e:
+                        failed[name] = f"cannot read {obj}: {type(e).__name__}: {e}"
+                        continue
                 textures = tuple(p for p in (folder / "materials" / "textures", folder / "meshes", folder) if p.is_dir())
                 # a plain +y-up OBJ now ("file"), so that no GSO-specific handling of the renderer turns it again
                 sources.append(ObjectSource(name, "file", str(folder), obj, (obj.parent, *textures)))
@@ -719,17 +720,33 @@ def run_evaluation(
     return run
 
 
+def condition_view(gt_views: Tensor, size: int) -> Tensor:  # [V, 3, H, W] -> [3, size, size]
+    """The model's input for an object: ground-truth view 0 in [0, 1], resized (antialiased) to ``size``."""
+    cond = gt_views[0]
+    if cond.shape[-1] != size:
+        cond = F.interpolate(cond[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+    return cond
+
+
+def render_splats(gaussians, cameras: EvalCameras, resolution: int, *, device=None, compat: str | None = None) -> Tensor:
+    """``[V, 3, res, res]`` in [0, 1], on the CPU: Gaussians seen from the evaluation cameras, rendered on
+    ``device`` (default: the Gaussians'; gsplat on CUDA, the torch rasterizer on the CPU)."""
+    from ouro.gaussians import render
+
+    device = device or gaussians.means.device
+    gaussians = gaussians.to(device=device, dtype=torch.float32)
+    with torch.no_grad():
+        rgb = render(gaussians, cameras.c2w().to(device), cameras.K(resolution).to(device), resolution, resolution, compat=compat).rgb
+    return rgb.clamp(0, 1).cpu()
+
+
 def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, settings: EvalSettings, steps: int) -> dict:
     """Sample from ground-truth view 0 and write input.png, views/, gaussians.ply, splats/."""
-    from ouro.gaussians import render
     from ouro.gaussians.ply import write_ply
 
     from .sample import SampleSettings
 
-    size = pipe.config.generator.image_size
-    cond = gt_views[0]
-    if cond.shape[-1] != size:
-        cond = F.interpolate(cond[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+    cond = condition_view(gt_views, pipe.config.generator.image_size)
     Image.fromarray(_to_uint8(cond)).save(folder / "input.png")
     t0 = time.time()
     out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed))
@@ -737,18 +754,12 @@ def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, s
     _write_views(folder / "views", out.views)
     write_ply(folder / "gaussians.ply", out.gaussians)
     t0 = time.time()
-    res = settings.resolution
-    device = pipe.device  # gsplat on CUDA, the torch rasterizer on the CPU
-    with torch.no_grad():
-        splats = render(out.gaussians.to(device=device, dtype=torch.float32), cameras.c2w().to(device),
-                        cameras.K(res).to(device), res, res, compat=pipe.compat).rgb
-    _write_views(folder / "splats", splats.clamp(0, 1).cpu())
+    _write_views(folder / "splats", render_splats(out.gaussians, cameras, settings.resolution, device=pipe.device, compat=pipe.compat))
     return {"has_gaussians": True, "seconds": {"sample": t_sample, "splats": time.time() - t0}}
 
 
 def _read_predictions(src: Path, folder: Path, gt_views: Tensor, cameras: EvalCameras, settings: EvalSettings) -> dict:
     """Copy another method's views (resized to the evaluation size), render its Gaussians if any."""
-    from ouro.gaussians import render
     from ouro.gaussians.ply import read_ply, write_ply
 
     res = settings.resolution
@@ -759,9 +770,7 @@ def _read_predictions(src: Path, folder: Path, gt_views: Tensor, cameras: EvalCa
     if has_gaussians:
         gaussians = read_ply(src / "gaussians.ply")
         write_ply(folder / "gaussians.ply", gaussians, prune_opacity=None)
-        with torch.no_grad():
-            splats = render(gaussians, cameras.c2w(), cameras.K(res), res, res).rgb
-        _write_views(folder / "splats", splats.clamp(0, 1))
+        _write_views(folder / "splats", render_splats(gaussians, cameras, res))
     if (src / "mesh.obj").is_file():
         shutil.copyfile(src / "mesh.obj", folder / "mesh.obj")
     return {"has_gaussians": has_gaussians, "predictions": str(src)}

@@ -194,7 +194,7 @@ class SamplePipeline:
         timings["condition"] += tick() - t0
 
         # 3. initial noise
-        sampler = EulerSampler(settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
+        sampler = EulerSampler(settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max, sigma_data=cfg.diffusion.sigma_data)
         h = w = size // down
         latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
         latents = latents * sampler.init_noise_sigma

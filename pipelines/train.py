@@ -189,7 +189,8 @@ class TrainConfig:
         return StepSettings(
             ablation=self.ablation, feedback_prob=self.feedback_prob, cfg_dropout=self.cfg_dropout,
             recon_loss=self.recon_loss, lpips_weight=self.lpips_weight, recon_weight=self.recon_weight,
-            p_mean=self.model.diffusion.p_mean, p_std=self.model.diffusion.p_std, seed=self.seed, compat=self.compat,
+            p_mean=self.model.diffusion.p_mean, p_std=self.model.diffusion.p_std, sigma_data=self.model.diffusion.sigma_data,
+            seed=self.seed, compat=self.compat,
         )
 
     # ---------------------------------------------------------------------------------- JSON
@@ -318,7 +319,12 @@ def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Modu
             full = dataclasses.replace(model_cfg, generator=dataclasses.replace(model_cfg.generator, feedback=("rgb", "ccm")))
             loaded = load_official(src, preset=full)
         have = tuple(loaded.config.generator.feedback)
-        model_cfg = dataclasses.replace(loaded.config, generator=dataclasses.replace(loaded.config.generator, feedback=want))
+        # the architecture is the weights'; of the same preset, the diffusion settings (noise levels,
+        # preconditioning: no weights) are the run's, so a checkpoint can be fine-tuned under new ones
+        diffusion = config.model.diffusion if config.model.name == loaded.config.name else loaded.config.diffusion
+        model_cfg = dataclasses.replace(
+            loaded.config, generator=dataclasses.replace(loaded.config.generator, feedback=want), diffusion=diffusion
+        )
         if config.model.name != loaded.config.name:
             notes.append(f"{src}: preset {loaded.config.name!r} (the weights') used instead of {config.model.name!r}")
         state = {f"generator.{k}": v for k, v in _remap_adapters(loaded.generator.state_dict(), have, want).items()}

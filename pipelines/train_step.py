@@ -83,6 +83,7 @@ class StepSettings:
     recon_weight: float = 1.0  #: weight of the reconstruction loss in the total
     p_mean: float = P_MEAN  #: ln sigma ~ N(p_mean, p_std^2)
     p_std: float = P_STD
+    sigma_data: float = 1.0  #: data scale of the EDM preconditioning (ouro.diffusion.edm)
     seed: int = 0
     compat: str | None = None  #: "official" when training from the public checkpoint
 
@@ -224,7 +225,7 @@ class JointModel(nn.Module):
             sigma = torch.cat([sample_sigmas(1, g, s.p_mean, s.p_std) for g in gens]).to(dev)  # [B]
             noise = per_sample(tuple(latents.shape[1:]))
             noisy = latents + sigma.view(B, 1, 1, 1, 1) * noise
-            pre = precondition(sigma)
+            pre = precondition(sigma, s.sigma_data)
             model_in = torch.cat([noisy * pre.c_in.view(B, 1, 1, 1, 1), cond_latent[:, None].expand(-1, V, -1, -1, -1)], 2)
             c_noise = pre.c_noise  # [B]
         use_feedback = bool(s.joint and Fm.config.feedback and torch.rand(1, generator=coin).item() < s.feedback_prob)
@@ -234,7 +235,7 @@ class JointModel(nn.Module):
 
         def run_generator(feedback: list[Tensor] | None) -> Tensor:  # -> x0 estimate [B, V, 4, h, w] fp32
             out = Fm(model_in.to(dtype), c_noise.to(dtype), clip.to(dtype), time_ids.to(dtype), feedback=feedback, **cams).sample
-            return denoised(noisy, out.float(), sigma)
+            return denoised(noisy, out.float(), sigma, s.sigma_data)
 
         # pass A (zero feedback); its gradient is needed only when its loss is the one used
         with torch.set_grad_enabled(torch.is_grad_enabled() and not use_feedback):
@@ -261,7 +262,7 @@ class JointModel(nn.Module):
             x0 = run_generator([getattr(maps, name).detach().to(dtype) for name in Fm.config.feedback])
 
         with torch.autocast(dev.type, enabled=False):
-            weight = loss_weight(sigma).view(B, 1, 1, 1, 1)
+            weight = loss_weight(sigma, s.sigma_data).view(B, 1, 1, 1, 1)
             diffusion = (weight * (x0 - latents) ** 2).mean()
             loss = diffusion + s.recon_weight * recon
         flag = images.new_tensor(1.0 if use_feedback else 0.0)

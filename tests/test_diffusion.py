@@ -103,7 +103,7 @@ def test_official_sigma_table_slip():
 def test_sampler_config_round_trips():
     sampler = EulerSampler(num_steps=7, sigma_min=0.01, sigma_max=80.0)
     again = EulerSampler.from_config(sampler.config)
-    assert again.config == sampler.config == {"num_steps": 7, "sigma_min": 0.01, "sigma_max": 80.0, "rho": 7.0}
+    assert again.config == sampler.config == {"num_steps": 7, "sigma_min": 0.01, "sigma_max": 80.0, "rho": 7.0, "sigma_data": 1.0}
     assert torch.equal(again.sigmas, sampler.sigmas) and len(again) == 7
     with pytest.raises(ValueError, match="step index"):
         sampler.step(torch.zeros(1), 7, torch.zeros(1))
@@ -222,6 +222,36 @@ def test_denoised_recovers_x0_from_the_ideal_v():
     # per-frame sigmas [B, F] broadcast too
     sigma_bf = torch.full((5, 8), 3.0, dtype=torch.float64)
     torch.testing.assert_close(denoised(add_noise(x0, n, sigma_bf), v_target(x0, n, sigma_bf), sigma_bf), x0)
+
+
+def test_sigma_data_coefficients_identities_and_the_sampler():
+    """EDM at data scale d = 0.5 (the demo's): Karras et al. Table 1 by hand, the identities that make
+    the target unit-variance for data of std d, and the sampler's x0 equal to D."""
+    d = 0.5
+    c_skip, c_out, c_in, c_noise = precondition(1.0, sigma_data=d)
+    assert c_skip.item() == pytest.approx(0.2)  # d^2 / (s^2 + d^2) = 0.25 / 1.25
+    assert c_out.item() == pytest.approx(-0.5 / math.sqrt(1.25))
+    assert c_in.item() == pytest.approx(1 / math.sqrt(1.25))
+    assert c_noise.item() == 0.0
+    sigma = torch.tensor([0.002, 0.3, 1.0, 14.6, 80.0], dtype=torch.float64)
+    pre = precondition(sigma, d)
+    torch.testing.assert_close(pre.c_skip * d**2 + pre.c_out**2, torch.full_like(sigma, d**2))  # Var[target] = d^2 ...
+    torch.testing.assert_close(loss_weight(sigma, d) * pre.c_out**2, torch.ones_like(sigma))  # ... weighted to 1
+    # the noise D keeps when F cannot model it: c_skip sigma, at most d / 2 (0.25 at d = 1 -> 0.0625 at d = 0.5)
+    grid = torch.logspace(-3, 2, 2001, dtype=torch.float64)
+    worst = (precondition(grid, d).c_skip * grid).max()
+    assert worst.item() == pytest.approx(d / 2, rel=1e-3)
+    gen = torch.Generator().manual_seed(3)
+    x0, n = torch.randn(5, 2, 3, generator=gen, dtype=torch.float64), torch.randn(5, 2, 3, generator=gen, dtype=torch.float64)
+    x = add_noise(x0, n, sigma)
+    torch.testing.assert_close(denoised(x, v_target(x0, n, sigma, d), sigma, d), x0, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(denoised(x, v_target(x0, n, sigma, d), sigma), x0)  # d matters
+    sampler = EulerSampler(6, sigma_max=80.0, sigma_data=d)
+    assert EulerSampler.from_config(sampler.config).sigma_data == d
+    xs, out = torch.randn(1, 4, generator=gen), torch.randn(1, 4, generator=gen)
+    s = sampler.sigmas[2]
+    torch.testing.assert_close(sampler.step(out, 2, xs).pred_original_sample, denoised(xs, out, s, d))
+    torch.testing.assert_close(sampler.scale_model_input(xs, 2), xs * precondition(s, d).c_in)
 
 
 def test_training_sigma_samples():

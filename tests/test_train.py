@@ -485,3 +485,10 @@ def test_init_from_svd_lgm_and_official_weights(tmp_path, tiny_checkpoint):
             a, b = generator.cond_encoder[new].state_dict(), ckpt.generator.cond_encoder[old].state_dict()
             assert all(torch.equal(a[k], b[k]) for k in a)
         assert all(torch.equal(v, ckpt.reconstructor.state_dict()[k]) for k, v in reconstructor.state_dict().items())
+    # fine-tuning under new diffusion settings (no weights): the run's win over the checkpoint's, same preset only
+    diffusion = dataclasses.replace(ckpt.config.diffusion, sigma_data=0.5, p_mean=-1.2)
+    tuned = TrainConfig.create(dataclasses.replace(ckpt.config, diffusion=diffusion), data="d", output=str(tmp_path / "t"),
+                               init_official=str(tiny_checkpoint))
+    assert build_models_for(tuned)[3].diffusion == diffusion
+    other = TrainConfig.create("demo", data="d", output=str(tmp_path / "t"), init_official=str(tiny_checkpoint))
+    assert build_models_for(other)[3].diffusion == ckpt.config.diffusion

@@ -11,6 +11,17 @@ trained with weight ``lambda(sigma) = (1 + sigma^2) / sigma^2`` on ``||D - x0||^
 ``ln sigma ~ N(1.0, 1.6^2)`` (paper supplementary eqs. 3-9; shared/reference/OFFICIAL.md 14).
 The network target this implies is ``v = (n - sigma * x0) / sqrt(sigma^2 + 1)``.
 
+These are EDM's coefficients (Karras et al. 2022, Table 1) at data scale ``sigma_data = 1``, SVD's
+choice for its latents. Every function takes ``sigma_data`` (default 1, SVD) for data of another
+scale; with ``d = sigma_data``:
+
+    c_skip = d^2 / (sigma^2 + d^2)    c_out = -sigma d / sqrt(sigma^2 + d^2)
+    c_in   = 1 / sqrt(sigma^2 + d^2)  lambda = (sigma^2 + d^2) / (sigma d)^2
+
+At ``d = 0.5`` (EDM's value for pixels in [-1, 1]) ``c_skip`` passes at most a quarter as much noise
+(``c_skip^2 sigma^2 <= d^2 / 4``) into ``D``: what a small network that cannot reproduce the noise
+leaves in its estimate.
+
 The condition image is noise-augmented too: ``image + sigma_c * n`` with ``sigma_c = 0.02`` at
 inference and ``ln sigma_c ~ N(-3, 0.5^2)`` in training (OFFICIAL.md 11.5, 11.6).
 
@@ -77,11 +88,12 @@ def _pad(sigma: Tensor, ndim: int) -> Tensor:
     return sigma.reshape(*sigma.shape, *([1] * (ndim - sigma.ndim)))
 
 
-def precondition(sigma: float | Tensor) -> Preconditioning:
+def precondition(sigma: float | Tensor, sigma_data: float = 1.0) -> Preconditioning:
     """``(c_skip, c_out, c_in, c_noise)`` of SVD's EDM v-prediction.
 
     Args:
         sigma: noise level(s), ``>= 0``: a float or a tensor of any shape ``[*S]``.
+        sigma_data: the data's scale ``d`` (1 for SVD; see the module docstring).
 
     Returns:
         :class:`Preconditioning` of four tensors of shape ``[*S]``, dtype at least float32. Use
@@ -89,11 +101,12 @@ def precondition(sigma: float | Tensor) -> Preconditioning:
         with e.g. ``c.reshape(-1, 1, 1, 1, 1)``, or call :func:`denoised` which does it for you.
     """
     s = _as_sigma(sigma)
-    s2p1 = s * s + 1
+    d2 = sigma_data * sigma_data
+    s2pd2 = s * s + d2
     return Preconditioning(
-        c_skip=1 / s2p1,
-        c_out=-s / s2p1.sqrt(),
-        c_in=s2p1.rsqrt(),
+        c_skip=d2 / s2pd2,
+        c_out=-s * sigma_data / s2pd2.sqrt(),
+        c_in=s2pd2.rsqrt(),
         c_noise=0.25 * s.log(),
     )
 
@@ -112,12 +125,13 @@ def denoised(
     x_noisy: Tensor,  # [B, ...] the sample at noise level sigma (unscaled; not c_in * x)
     model_output: Tensor,  # [B, ...] the network's v-prediction F
     sigma: float | Tensor,  # [], [B] or any prefix of x_noisy's shape
+    sigma_data: float = 1.0,
 ) -> Tensor:  # [B, ...] x0 estimate D(x; sigma), at least float32
     """The clean-sample estimate ``D = c_skip * x + c_out * F``.
 
     Computed in at least float32 (the result is not cast back: callers decode or compare it).
     """
-    pre = precondition(_as_sigma(sigma, x_noisy))
+    pre = precondition(_as_sigma(sigma, x_noisy), sigma_data)
     c_skip, c_out = _pad(pre.c_skip, x_noisy.ndim), _pad(pre.c_out, x_noisy.ndim)
     dtype = torch.promote_types(c_skip.dtype, x_noisy.dtype)
     return c_skip * x_noisy.to(dtype) + c_out * model_output.to(dtype)
@@ -127,18 +141,23 @@ def v_target(
     x0: Tensor,  # [B, ...] clean sample
     noise: Tensor,  # [B, ...] the standard-normal noise of x = x0 + sigma * noise
     sigma: float | Tensor,  # [], [B] or any prefix of x0's shape
+    sigma_data: float = 1.0,
 ) -> Tensor:  # [B, ...]
     """The output ``F`` for which :func:`denoised` returns ``x0`` exactly:
-    ``(noise - sigma * x0) / sqrt(sigma^2 + 1)``. Training usually regresses ``D`` on ``x0`` with
+    ``(d noise - sigma x0 / d) / sqrt(sigma^2 + d^2)`` (``d = sigma_data``; at 1,
+    ``(noise - sigma x0) / sqrt(sigma^2 + 1)``). Training usually regresses ``D`` on ``x0`` with
     :func:`loss_weight` instead, which is the same loss (``lambda * c_out^2 = 1``)."""
     s = _pad(_as_sigma(sigma, x0), x0.ndim)
-    return ((noise - s * x0) / (s * s + 1).sqrt()).to(x0.dtype)
+    d = sigma_data
+    return ((d * noise - s * x0 / d) / (s * s + d * d).sqrt()).to(x0.dtype)
 
 
-def loss_weight(sigma: float | Tensor) -> Tensor:  # [*S] -> [*S]
-    """EDM loss weight ``lambda(sigma) = (1 + sigma^2) / sigma^2`` on ``||D(x; sigma) - x0||^2``."""
+def loss_weight(sigma: float | Tensor, sigma_data: float = 1.0) -> Tensor:  # [*S] -> [*S]
+    """EDM loss weight ``lambda(sigma) = (sigma^2 + d^2) / (sigma d)^2`` on ``||D(x; sigma) - x0||^2``
+    (``d = sigma_data``; at 1, SVD's ``(1 + sigma^2) / sigma^2``)."""
     s = _as_sigma(sigma)
-    return (1 + s * s) / (s * s)
+    d2 = sigma_data * sigma_data
+    return (s * s + d2) / (s * s * d2)
 
 
 def _log_normal(

@@ -97,6 +97,8 @@ class EulerSampler:
         num_steps: denoising steps ``S``, defaults to 25.
         sigma_min, sigma_max: ends of the Karras schedule, defaults 0.002 and 700 (SVD).
         rho: Karras exponent, defaults to 7.
+        sigma_data: the data scale of the model's EDM preconditioning (1 for SVD; see
+            :mod:`ouro.diffusion.edm`). Only ``scale_model_input`` and ``step`` use it.
 
     Attributes:
         sigmas: ``[S + 1]`` float32 on the CPU, decreasing, ``sigmas[S] = 0``.
@@ -105,9 +107,15 @@ class EulerSampler:
     """
 
     def __init__(
-        self, num_steps: int = 25, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0
+        self,
+        num_steps: int = 25,
+        sigma_min: float = 0.002,
+        sigma_max: float = 700.0,
+        rho: float = 7.0,
+        sigma_data: float = 1.0,
     ) -> None:
         self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
+        self.sigma_data = float(sigma_data)
         self.sigmas = karras_sigmas(self.num_steps, sigma_min, sigma_max, rho)
         self.timesteps = 0.25 * self.sigmas[:-1].log()
         # diffusers, timestep_spacing "leading": sqrt(max(sigmas)^2 + 1) in float32
@@ -121,6 +129,7 @@ class EulerSampler:
             "sigma_min": self.sigma_min,
             "sigma_max": self.sigma_max,
             "rho": self.rho,
+            "sigma_data": self.sigma_data,
         }
 
     @classmethod
@@ -151,10 +160,10 @@ class EulerSampler:
         self,
         x: Tensor,  # [B, ...] sample at sigmas[i]
         i: int,
-    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[i]^2 + 1), in x's dtype (EDM c_in)
+    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[i]^2 + sigma_data^2), in x's dtype (EDM c_in)
         """The UNet input at step ``i``."""
         sigma = self.sigmas[self._check(i)]
-        return x / ((sigma**2 + 1) ** 0.5)
+        return x / ((sigma**2 + self.sigma_data**2) ** 0.5)
 
     def step(
         self,
@@ -164,7 +173,8 @@ class EulerSampler:
     ) -> EulerStepOutput:
         """One Euler step from ``sigmas[i]`` to ``sigmas[i + 1]``.
 
-        ``x0 = -s / sqrt(s^2 + 1) * out + x / (s^2 + 1)`` and ``x_next = x + (x - x0) / s * (s_next - s)``,
+        ``x0 = -s / sqrt(s^2 + 1) * out + x / (s^2 + 1)`` (:func:`ouro.diffusion.edm.denoised`, here
+        at ``sigma_data = 1``) and ``x_next = x + (x - x0) / s * (s_next - s)``,
         in float32 (``x`` is upcast as in diffusers; ``model_output`` is upcast too, where diffusers
         would multiply an fp16 output in fp16). The next sample is cast back to
         ``model_output.dtype``; the x0 estimate stays float32. At the last step ``x_next = x0``.
@@ -174,7 +184,8 @@ class EulerSampler:
         sample = x.to(torch.float32)
         out = model_output.to(torch.float32)
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        pred_x0 = out * (-sigma / (sigma**2 + 1) ** 0.5) + sample / (sigma**2 + 1)
+        d2 = self.sigma_data**2
+        pred_x0 = out * (-sigma * self.sigma_data / (sigma**2 + d2) ** 0.5) + sample * d2 / (sigma**2 + d2)
         derivative = (sample - pred_x0) / sigma
         prev = sample + derivative * (sigma_next - sigma)
         return EulerStepOutput(prev.to(model_output.dtype), pred_x0)
