@@ -174,12 +174,20 @@ class Reconstructor(ModelMixin, ConfigMixin):
         ordered ``b * V' + v``. Normalisation happens at the input resolution, before the bilinear
         resize (``align_corners=False``, no antialiasing), as in the public model.
         """
-        b, v, _, h, w = images.shape
+        return self._network_inputs(*self._selected(images, c2w, K_norm))
+
+    def _selected(self, images: Tensor, c2w: Tensor, K_norm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``images [B, V, 3, H, W]``, ``c2w [B, V, 4, 4]``, ``K_norm [B, V, 3, 3]`` cut to the ``V'`` views G reads."""
+        b, v = images.shape[:2]
         assert images.shape[2] == 3, images.shape
         assert c2w.shape == (b, v, 4, 4), c2w.shape
         assert K_norm.shape == (b, v, 3, 3), K_norm.shape
         idx = self.select_views(v)
-        images, c2w, K_norm = images[:, idx], c2w[:, idx], K_norm[:, idx]
+        return images[:, idx], c2w[:, idx], K_norm[:, idx]
+
+    def _network_inputs(self, images: Tensor, c2w: Tensor, K_norm: Tensor) -> Tensor:  # [B * V', 9, S, S]
+        """:meth:`prepare_inputs` of views already selected (``[B, V', ...]``)."""
+        h, w = images.shape[-2:]
         size = self.config.input_size
         mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
         std = images.new_tensor(IMAGENET_STD)[:, None, None]
@@ -211,8 +219,9 @@ class Reconstructor(ModelMixin, ConfigMixin):
             ``raw`` ``[B, V' * splat_size^2, 14]`` with Gaussian index ``(v * splat + row) * splat + col``.
         """
         b = images.shape[0]
-        x = self.prepare_inputs(images, c2w, K_norm).to(self.dtype)  # [B * V', 9, S, S]
-        n_views = x.shape[0] // b
+        images, c2w, K_norm = self._selected(images, c2w, K_norm)  # [B, V', ...]
+        x = self._network_inputs(images, c2w, K_norm).to(self.dtype)  # [B * V', 9, S, S]
+        n_views = c2w.shape[1]
         c_noise = torch.as_tensor(c_noise, dtype=torch.float32, device=x.device)
         if c_noise.ndim == 0 or c_noise.shape == (1,):
             c_noise = c_noise.reshape(1).expand(b)
@@ -231,10 +240,10 @@ class Reconstructor(ModelMixin, ConfigMixin):
     def _ray_positions(self, raw: Tensor, c2w: Tensor, K_norm: Tensor, size: int) -> Tensor:
         """Pixel-aligned positions: ``raw [B, V' * s * s, 14]`` with its xyz channels replaced by
         ``o + (|o| + tanh(raw_x)) d``, the point on the ray ``(o, d)`` of each splat pixel's centre
-        of its input view (cameras look at the object at the origin, so depth ``|o|`` is the centre plane)."""
+        of its input view (cameras look at the object at the origin, so depth ``|o|`` is the centre plane).
+        ``c2w [B, V', 4, 4]`` and ``K_norm [B, V', 3, 3]`` are the selected views' cameras."""
         b = raw.shape[0]
-        idx = self.select_views(c2w.shape[1])
-        origins, dirs = camera_rays(c2w[:, idx].float(), K_norm[:, idx].float(), size, size)  # [B, V', s, s, 3] x 2
+        origins, dirs = camera_rays(c2w.float(), K_norm.float(), size, size)  # [B, V', s, s, 3] x 2
         origins, dirs = origins.reshape(b, -1, 3), dirs.reshape(b, -1, 3)
         depth = origins.norm(dim=-1, keepdim=True) + torch.tanh(raw[..., :1].float())
         means = (origins + depth * dirs).to(raw.dtype)
