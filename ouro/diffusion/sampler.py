@@ -15,8 +15,9 @@ change it. Two things in that config still matter:
   not ``sigma_max`` as for "linspace"/"trailing" (OFFICIAL.md 11.2).
 
 :class:`EulerSampler` is stateless: every call takes the step index ``i``, so a loop may start or
-stop at any index (feedback windows, image-to-image). It does the same float32 arithmetic as
-diffusers, and tests check it against diffusers to 1e-6.
+stop at any index (feedback windows, image-to-image). Its coefficients are :mod:`ouro.diffusion.edm`'s
+(one copy of the preconditioning for training and sampling), in float32 as diffusers computes them;
+tests check it against diffusers to 1e-6.
 
     >>> sampler = EulerSampler(num_steps=25)
     >>> x = torch.randn(1, 8, 4, 8, 8) * sampler.init_noise_sigma
@@ -31,6 +32,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+from .edm import denoised, precondition
 
 __all__ = [
     "svd_scheduler_config",
@@ -162,8 +165,7 @@ class EulerSampler:
         i: int,
     ) -> Tensor:  # [B, ...] x / sqrt(sigmas[i]^2 + sigma_data^2), in x's dtype (EDM c_in)
         """The UNet input at step ``i``."""
-        sigma = self.sigmas[self._check(i)]
-        return x / ((sigma**2 + self.sigma_data**2) ** 0.5)
+        return x * precondition(self.sigmas[self._check(i)], self.sigma_data).c_in.to(x.dtype)
 
     def step(
         self,
@@ -173,8 +175,9 @@ class EulerSampler:
     ) -> EulerStepOutput:
         """One Euler step from ``sigmas[i]`` to ``sigmas[i + 1]``.
 
-        ``x0 = -s / sqrt(s^2 + 1) * out + x / (s^2 + 1)`` (:func:`ouro.diffusion.edm.denoised`, here
-        at ``sigma_data = 1``) and ``x_next = x + (x - x0) / s * (s_next - s)``,
+        ``x0 = c_skip x + c_out out`` (:func:`ouro.diffusion.edm.denoised` at this sampler's
+        ``sigma_data``; at 1, ``-s / sqrt(s^2 + 1) * out + x / (s^2 + 1)`` as in diffusers) and
+        ``x_next = x + (x - x0) / s * (s_next - s)``,
         in float32 (``x`` is upcast as in diffusers; ``model_output`` is upcast too, where diffusers
         would multiply an fp16 output in fp16). The next sample is cast back to
         ``model_output.dtype``; the x0 estimate stays float32. At the last step ``x_next = x0``.
@@ -184,8 +187,7 @@ class EulerSampler:
         sample = x.to(torch.float32)
         out = model_output.to(torch.float32)
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        d2 = self.sigma_data**2
-        pred_x0 = out * (-sigma * self.sigma_data / (sigma**2 + d2) ** 0.5) + sample * d2 / (sigma**2 + d2)
+        pred_x0 = denoised(sample, out, sigma, self.sigma_data)
         derivative = (sample - pred_x0) / sigma
         prev = sample + derivative * (sigma_next - sigma)
         return EulerStepOutput(prev.to(model_output.dtype), pred_x0)
