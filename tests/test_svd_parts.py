@@ -80,3 +80,24 @@ def test_folder_round_trip_gives_identical_outputs(parts, tmp_path):
     (tmp_path / "half" / "vae").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="half: no 'image_encoder/' sub-folder"):
         SVDConditioner.from_pretrained(tmp_path / "half")
+
+
+def test_the_core_install_loads_the_demo_parts_without_torchvision_warnings():
+    """The README's first command installs no torchvision: loading the demo's VAE/CLIP parts and
+    embedding an image must work there and print nothing about torchvision (transformers warned
+    once per run when diffusers' SVD pipeline module was imported)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"  # as if not installed
+        "import torch\n"
+        "from ouro.models.svd_parts import SVDConditioner\n"
+        "from ouro.pipelines.sample import demo_checkpoint\n"
+        "parts = SVDConditioner.from_pretrained(demo_checkpoint())\n"
+        "print(tuple(parts.clip_embedding(torch.zeros(1, 3, 64, 64)).shape))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "(1, 1, 64)"
+    assert "torchvision" not in run.stderr, run.stderr

@@ -405,7 +405,7 @@ def _load_conditioner(svd: Path, dtype: torch.dtype | None) -> nn.Module:
     """SVD's VAE + CLIP from a diffusers folder; also one holding only the fp16 variant files
     (what ``from_pretrained(..., variant="fp16")`` downloads)."""
     from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+    from transformers import CLIPImageProcessorPil, CLIPVisionModelWithProjection
 
     from ouro.models.svd_parts import SVDConditioner
 
@@ -420,7 +420,7 @@ def _load_conditioner(svd: Path, dtype: torch.dtype | None) -> nn.Module:
         enc = CLIPVisionModelWithProjection.from_pretrained(
             svd / "image_encoder", variant=clip_variant, use_safetensors=True, **clip_kwargs
         )
-        fe = CLIPImageProcessor.from_pretrained(svd / "feature_extractor")
+        fe = CLIPImageProcessorPil.from_pretrained(svd / "feature_extractor")
         sched = svd / "scheduler" / "scheduler_config.json"
         return SVDConditioner(vae.eval(), enc.eval(), fe, json.loads(sched.read_text()) if sched.is_file() else {})
     except (OSError, ValueError, RuntimeError) as exc:

@@ -20,9 +20,18 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLTemporalDecoder
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from torch import Tensor, nn
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers.utils import logging as hf_logging
+
+# diffusers' SVD pipeline module imports transformers' CLIPImageProcessor, which warns on the core
+# install (no torchvision) about a backend ouro never uses; only this resize is taken from it.
+_verbosity = hf_logging.get_verbosity()
+hf_logging.set_verbosity_error()
+try:
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+finally:
+    hf_logging.set_verbosity(_verbosity)
 
 __all__ = ["SVDConditioner", "FPS_ID", "MOTION_BUCKET_ID", "NOISE_AUG"]
 
@@ -39,7 +48,9 @@ class SVDConditioner(nn.Module):
         vae: ``AutoencoderKLTemporalDecoder``; latents are ``image_size / 8`` with 4 channels.
         image_encoder: ``CLIPVisionModelWithProjection``; ``projection_dim`` = the UNet's
             ``cross_attention_dim``.
-        feature_extractor: the CLIP image processor, read for its mean and std only.
+        feature_extractor: the CLIP image processor, read for its mean and std only: the PIL
+            variant, which needs no torchvision (the core install has none) and reads and writes
+            the same ``preprocessor_config.json`` (``image_processor_type`` stays ``CLIPImageProcessor``).
         scheduler_config: the folder's ``scheduler/scheduler_config.json`` (``{}`` if absent).
     """
 
@@ -47,7 +58,7 @@ class SVDConditioner(nn.Module):
         self,
         vae: AutoencoderKLTemporalDecoder,
         image_encoder: CLIPVisionModelWithProjection,
-        feature_extractor: CLIPImageProcessor,
+        feature_extractor: CLIPImageProcessorPil,
         scheduler_config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -73,7 +84,7 @@ class SVDConditioner(nn.Module):
         else:
             vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae", use_safetensors=True, **kwargs)
         enc = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", use_safetensors=True, **kwargs)
-        fe = CLIPImageProcessor.from_pretrained(folder / "feature_extractor")
+        fe = CLIPImageProcessorPil.from_pretrained(folder / "feature_extractor")
         sched = folder / "scheduler" / "scheduler_config.json"
         return cls(vae, enc, fe, json.loads(sched.read_text()) if sched.is_file() else {})
 
@@ -103,7 +114,7 @@ class SVDConditioner(nn.Module):
                 image_size=CLIP_SIZE, patch_size=32, projection_dim=cross_attention_dim,
             )
         )
-        return cls(vae.eval(), enc.eval(), CLIPImageProcessor(), {})
+        return cls(vae.eval(), enc.eval(), CLIPImageProcessorPil(), {})
 
     @classmethod
     def pixel(cls, factor: int, cross_attention_dim: int = 32, seed: int = 0) -> "SVDConditioner":
