@@ -14,6 +14,9 @@ on a machine without one), optionally DeepSpeed ZeRO-2 (``ouro/assets/deepspeed/
   ``checkpoints_total_limit`` kept), and ``final/`` in the ouro checkpoint format
   (:func:`ouro.io.checkpoint.save_checkpoint`) that ``ouro sample --checkpoint`` reads.
 
+The run's settings are :class:`~ouro.pipelines.train_config.TrainConfig` and the weights it starts
+from come from :func:`~ouro.pipelines.train_init.build_models_for`; both are re-exported here.
+
 Run folder::
 
     runs/<name>/
@@ -47,21 +50,16 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 
-import ouro
-from ouro.config import OuroConfig, get_preset
+from ouro.config import OuroConfig
 from ouro.data.dataset import PositionSampler, PositionStream, RenderFolderDataset, collate_samples
 from ouro.io.files import replace_folder
-from ouro.io.checkpoint import (
-    CHECKPOINT_FILE, CheckpointError, OuroModels, is_checkpoint, load_checkpoint, quiet_hf, save_checkpoint,
-)
-from ouro.paths import DEFAULT_RUNS_DIR
+from ouro.io.checkpoint import CheckpointError, OuroModels, quiet_hf, save_checkpoint
 
 from .train_state import (
     EMA,
@@ -76,7 +74,12 @@ from .train_state import (
     save_tensors,
     tensors_to_cpu,
 )
-from .train_step import ABLATIONS, JointModel, StepOutput, StepSettings, ablation_feedback, make_perceptual
+from .train_step import ABLATIONS, JointModel, StepOutput, make_perceptual
+from .train_config import (
+    CONFIG_FORMAT, DEEPSPEED_CONFIG, MIXED_PRECISION, TrainConfig, default_run_name, init_compat,
+    read_run_config, write_run_config,
+)
+from .train_init import build_models_for, models_with
 
 __all__ = [
     "CONFIG_FORMAT",
@@ -95,280 +98,6 @@ __all__ = [
     "train",
     "write_run_config",
 ]
-
-CONFIG_FORMAT = "ouro-train-config"
-#: The shipped DeepSpeed ZeRO-2 config (package data of ``ouro``); batch, accumulation, clipping and
-#: precision ("auto" there) are filled in from the run's config.
-DEEPSPEED_CONFIG = Path(ouro.__file__).resolve().parent / "assets" / "deepspeed" / "zero2.json"
-MIXED_PRECISION = ("no", "fp16", "bf16")
-#: The keys of LGM's release that Ouroboros3D added (noise-level embedding): absent from an LGM file.
-NEW_LGM_KEYS = ("unet.time_embed.", ".emb_layers.")
-
-
-# ---------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run; ``config.json`` of the run folder, round-trips through JSON."""
-
-    model: OuroConfig  #: model sizes; ``generator.feedback`` follows ``ablation``
-    data: str  #: render folder (``ouro render``)
-    output: str  #: run folder
-    kept: str | None = None  #: kept list (``ouro filter``); None = every object
-    frame_choice: str = "every2"  #: "every2" (paper) or "linspace" (public code)
-    ablation: str = "full"  #: paper Table 2 row: separate, joint, ccm, rgb, full
-    gpus: int = 1  #: processes (one per GPU; CPU processes without a GPU)
-    deepspeed: bool = False  #: DeepSpeed ZeRO-2 with the shipped config
-    mixed_precision: str = "fp16"  #: no, fp16 (paper), bf16; forced to "no" on CPU
-    max_steps: int = 30_000  #: optimiser steps
-    batch_size: int = 4  #: objects per process per micro-step
-    grad_accum: int = 1  #: micro-steps per optimiser step
-    lr: float = 1e-5  #: AdamW learning rate (paper)
-    weight_decay: float = 0.01  #: AdamW weight decay (torch's default, as the public code)
-    warmup_steps: int = 0  #: linear learning-rate warm-up
-    max_grad_norm: float = 1.0  #: gradient clipping (paper); 0 = off
-    feedback_prob: float = 0.5  #: probability of the feedback pass
-    cfg_dropout: float = 0.1  #: conditioning dropout for classifier-free guidance
-    recon_loss: str = "mse"  #: "mse" (paper) or "l1" (public code)
-    lpips_weight: float = 1.0  #: LPIPS weight in the reconstruction loss (paper: 1)
-    recon_weight: float = 1.0  #: reconstruction loss weight in the total
-    ema: bool = False  #: keep an EMA of the trained weights (used for final/ and samples)
-    ema_decay: float = 0.9999
-    gradient_checkpointing: bool = False  #: recompute F's UNet blocks in backward (memory for time)
-    checkpoint_every: int = 1000  #: resumable checkpoint every N steps
-    checkpoints_total_limit: int = 3  #: keep at most this many checkpoint-<N>/ (0 = all)
-    sample_every: int = 1000  #: sample images every N steps (0 = never)
-    workers: int = 2  #: DataLoader worker processes per process
-    init_svd: str | None = None  #: diffusers SVD img2vid folder (F's UNet, VAE, CLIP)
-    init_lgm: str | None = None  #: LGM safetensors (G; the noise-level embedding starts fresh)
-    init_official: str | None = None  #: public Ouroboros3D weights (or an ouro checkpoint) for F, G, VAE, CLIP
-    compat: str | None = None  #: "official" when starting from the public weights (their quirks)
-    seed: int = 0
-
-    # ------------------------------------------------------------------------------ building
-    @classmethod
-    def create(cls, preset: str | OuroConfig = "tiny", **fields: Any) -> "TrainConfig":
-        """A config for ``preset`` with ``fields`` overridden; ``model.generator.feedback`` follows the ablation."""
-        model = get_preset(preset) if isinstance(preset, str) else preset
-        if fields.get("init_official") and "compat" not in fields:
-            fields["compat"] = init_compat(fields["init_official"])
-        config = cls(model=model, **{"data": "data/renders", "output": "", **fields})
-        return config.with_ablation(config.ablation)
-
-    def with_ablation(self, ablation: str) -> "TrainConfig":
-        feedback = ablation_feedback(ablation)
-        generator = dataclasses.replace(self.model.generator, feedback=feedback)
-        return dataclasses.replace(self, ablation=ablation, model=dataclasses.replace(self.model, generator=generator))
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
-        self.step_settings().check()
-        if tuple(self.model.generator.feedback) != ablation_feedback(self.ablation):
-            raise ValueError(f"model.generator.feedback {tuple(self.model.generator.feedback)} does not match ablation {self.ablation!r}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
-        if self.frame_choice not in ("every2", "linspace"):
-            raise ValueError(f"frame_choice must be every2 or linspace, got {self.frame_choice!r}")
-        for name in ("gpus", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoints_total_limit", "sample_every", "workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.max_grad_norm < 0 or not 0 < self.ema_decay < 1:
-            raise ValueError("need lr > 0, weight_decay >= 0, max_grad_norm >= 0 and 0 < ema_decay < 1")
-        if self.init_official and (self.init_svd or self.init_lgm):
-            raise ValueError("--init-official already holds F, G, VAE and CLIP; do not combine it with --init-svd / --init-lgm")
-        if self.model.name == "paper" and not (self.init_svd or self.init_official):
-            raise ValueError("the paper preset needs SVD's VAE and CLIP: pass --init-svd DIR or --init-official DIR")
-        if self.compat not in (None, "official"):
-            raise ValueError(f"compat must be null or 'official', got {self.compat!r}")
-        if not self.output:
-            raise ValueError("output (the run folder) is empty")
-
-    def step_settings(self) -> StepSettings:
-        return StepSettings(
-            ablation=self.ablation, feedback_prob=self.feedback_prob, cfg_dropout=self.cfg_dropout,
-            recon_loss=self.recon_loss, lpips_weight=self.lpips_weight, recon_weight=self.recon_weight,
-            p_mean=self.model.diffusion.p_mean, p_std=self.model.diffusion.p_std, sigma_data=self.model.diffusion.sigma_data,
-            seed=self.seed, compat=self.compat,
-        )
-
-    # ---------------------------------------------------------------------------------- JSON
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["model"] = self.model.to_dict()
-        return {"format": CONFIG_FORMAT, "version": 1, **data}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
-            raise ValueError(f"not an ouro training config (format {data.get('format') if isinstance(data, dict) else None!r})")
-        data = {k: v for k, v in data.items() if k not in ("format", "version")}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"training config: unknown field(s) {sorted(unknown)}")
-        data["model"] = OuroConfig.from_dict(data["model"])
-        return cls(**data)
-
-
-def init_compat(init_official: str | Path) -> str | None:
-    """The compatibility mode of ``--init-official``: an ouro checkpoint's own, else ``"official"`` (the public weights)."""
-    folder = Path(init_official)
-    if is_checkpoint(folder):
-        try:
-            return json.loads((folder / CHECKPOINT_FILE).read_text(encoding="utf-8")).get("compat")
-        except (OSError, ValueError):
-            return None
-    return "official"
-
-
-def read_run_config(path: str | Path) -> TrainConfig:
-    """A run's ``config.json`` (or any TrainConfig JSON). Raises ``ValueError`` naming the file."""
-    path = Path(path)
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
-
-
-def write_run_config(config: TrainConfig) -> Path:
-    """Create the run folder and write ``config.json`` atomically (before the first step)."""
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    tmp = out / f".config.json.{os.getpid()}.tmp"
-    tmp.write_text(config.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def default_run_name(preset: str) -> str:
-    return f"{preset}-{datetime.now().strftime('%Y-%m-%d_%H%M%S')}"
-
-
-def default_output(name: str) -> Path:
-    return DEFAULT_RUNS_DIR / name
-
-
-# ---------------------------------------------------------------------------------------- models
-def _remap_adapters(state: dict[str, Tensor], have: tuple[str, ...], want: tuple[str, ...]) -> dict[str, Tensor]:
-    """Keep the feedback adapters of ``want`` (renumbered) out of a state dict with adapters ``have``."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("cond_encoder."):
-            _, idx, rest = key.split(".", 2)
-            name = have[int(idx)]
-            if name not in want:
-                continue
-            key = f"cond_encoder.{want.index(name)}.{rest}"
-        out[key] = value
-    return out
-
-
-def load_lgm_weights(reconstructor: nn.Module, path: str | Path) -> list[str]:
-    """LGM's released safetensors into G (``strict=False`` only for Ouroboros3D's new time-embedding keys)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: --init-lgm reads safetensors only (never pickle); convert the file first")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors ({exc})") from None
-    state = {k: v for k, v in state.items() if not k.startswith("lpips_loss.")}
-    own = reconstructor.state_dict()
-    bad = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise CheckpointError(f"{path}: shape mismatch for {bad[:3]} (is this LGM 'big' for the paper preset?)")
-    state = {k: v.to(own[k].dtype) for k, v in state.items() if k in own}
-    missing, unexpected = reconstructor.load_state_dict(state, strict=False)
-    not_new = [k for k in missing if not any(tag in k for tag in NEW_LGM_KEYS)]
-    if not_new or len(state) == 0:
-        raise CheckpointError(f"{path}: {len(not_new)} LGM tensors missing (e.g. {not_new[:3]}); not an LGM checkpoint of this size")
-    return [f"{path}: {len(state)} tensors loaded; {len(missing)} new tensors (noise-level embedding) start fresh"]
-
-
-def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Module, OuroConfig, list[str]]:
-    """``(F, G, conditioner, model_config, notes)`` for a run: fresh, or from public weights.
-
-    * ``init_official``: an ouro checkpoint folder, or the public ``.pth`` pair (read with
-      ``weights_only=True``); adapters not fed by the ablation are dropped.
-    * ``init_svd``: F's UNet, the VAE and CLIP from a diffusers SVD img2vid folder (safetensors).
-    * ``init_lgm``: G from LGM's safetensors.
-    * neither: random F and G; the VAE / CLIP are random tiny parts (``tiny`` / ``small`` only).
-    """
-    from ouro.models import build_models
-    from ouro.models.svd_parts import SVDConditioner
-
-    notes: list[str] = []
-    model_cfg = config.model
-    want = tuple(model_cfg.generator.feedback)
-    if config.init_official:
-        src = Path(config.init_official)
-        if is_checkpoint(src):
-            loaded = load_checkpoint(src)
-        else:
-            from ouro.io.official import load_official
-
-            full = dataclasses.replace(model_cfg, generator=dataclasses.replace(model_cfg.generator, feedback=("rgb", "ccm")))
-            loaded = load_official(src, preset=full)
-        have = tuple(loaded.config.generator.feedback)
-        # the architecture is the weights'; of the same preset, the diffusion settings (noise levels,
-        # preconditioning: no weights) are the run's, so a checkpoint can be fine-tuned under new ones
-        diffusion = config.model.diffusion if config.model.name == loaded.config.name else loaded.config.diffusion
-        model_cfg = dataclasses.replace(
-            loaded.config, generator=dataclasses.replace(loaded.config.generator, feedback=want), diffusion=diffusion
-        )
-        if config.model.name != loaded.config.name:
-            notes.append(f"{src}: preset {loaded.config.name!r} (the weights') used instead of {config.model.name!r}")
-        state = {f"generator.{k}": v for k, v in _remap_adapters(loaded.generator.state_dict(), have, want).items()}
-        state |= {f"reconstructor.{k}": v for k, v in loaded.reconstructor.state_dict().items()}
-        generator, reconstructor = _models_with(model_cfg, state)  # no second random initialisation
-        conditioner = loaded.conditioner.float()
-        notes.append(f"{src}: F, G, VAE and CLIP loaded (compat={loaded.compat!r})")
-        return generator, reconstructor, conditioner, model_cfg, notes
-    if config.init_svd:
-        from diffusers import UNetSpatioTemporalConditionModel
-
-        from ouro.io.official import _load_conditioner, _svd_unet_heads, _svd_variant
-
-        svd = Path(config.init_svd)
-        if not (svd / "unet").is_dir():
-            raise CheckpointError(f"{svd}: no unet/ sub-folder; expected a diffusers-format SVD img2vid folder")
-        model_cfg, head_notes = _svd_unet_heads(svd, model_cfg)
-        notes += head_notes
-        generator, reconstructor = build_models(model_cfg)
-        variant = _svd_variant(svd / "unet", "diffusion_pytorch_model")
-        try:
-            unet = UNetSpatioTemporalConditionModel.from_pretrained(svd / "unet", variant=variant, use_safetensors=True)
-            generator.unet.load_state_dict({k: v.float() for k, v in unet.state_dict().items()}, strict=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{svd}/unet: cannot load into F's UNet ({first})") from None
-        del unet
-        conditioner = _load_conditioner(svd, None).float()
-        notes.append(f"{svd}: F's UNet, VAE and CLIP loaded; adapters and Plücker MLPs start fresh")
-    else:
-        if model_cfg.name == "paper":
-            raise ValueError("the paper preset needs SVD's VAE and CLIP: pass --init-svd DIR or --init-official DIR")
-        generator, reconstructor = build_models(model_cfg)
-        gen_cfg = model_cfg.generator
-        if gen_cfg.codec == "pixel":
-            conditioner = SVDConditioner.pixel(gen_cfg.vae_downsample, gen_cfg.cross_attention_dim, seed=config.seed)
-            notes.append("random F and G; pixel-space codec (no VAE) and a random tiny CLIP (frozen)")
-        else:
-            conditioner = SVDConditioner.tiny(gen_cfg.cross_attention_dim, gen_cfg.latent_channels, seed=config.seed)
-            notes.append("random F and G; random tiny VAE / CLIP (frozen; for tests and smoke runs)")
-    if config.init_lgm:
-        notes += load_lgm_weights(reconstructor, config.init_lgm)
-    return generator, reconstructor, conditioner, model_cfg, notes
-
 
 # ------------------------------------------------------------------------------------- reporting
 @dataclass
@@ -599,7 +328,7 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
         for name, value in ema.shadow.items():
             assert any(name.startswith(p) for p in prefix), name
             state[name] = value.to("cpu", copy=True).to(state[name].dtype)
-    generator, reconstructor = _models_with(model_cfg, state)
+    generator, reconstructor = models_with(model_cfg, state)
     models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
     tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=run))
     try:
@@ -611,20 +340,6 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return run / "final"
-
-
-def _models_with(model_cfg: OuroConfig, state: dict[str, Tensor]) -> tuple[nn.Module, nn.Module]:
-    """Fresh F and G (built on ``meta``, so nothing is initialised) holding the CPU tensors of ``state`` (fp32)."""
-    from ouro.models import build_models
-
-    generator, reconstructor = build_models(model_cfg, device="meta")
-    for name, module in (("generator", generator), ("reconstructor", reconstructor)):
-        part = {k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")}
-        module.load_state_dict(part, strict=True, assign=True)
-        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-        if left:  # e.g. a non-persistent buffer added to a model later: build it for real instead
-            raise RuntimeError(f"{name}: {left[:3]} not in its state dict; cannot rebuild it from weights alone")
-    return generator, reconstructor
 
 
 # -------------------------------------------------------------------------------------- samples
@@ -639,7 +354,7 @@ def _sample_images(config: TrainConfig, model_cfg: OuroConfig, model: JointModel
     state = tensors_to_cpu(_model_state(model))
     if ema is not None:
         state.update({k: v.to("cpu", copy=True) for k, v in ema.shadow.items()})
-    generator, reconstructor = _models_with(model_cfg, state)  # copies: the trained modules stay as they are
+    generator, reconstructor = models_with(model_cfg, state)  # copies: the trained modules stay as they are
     models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
     with quiet_hf():
         pipe = SamplePipeline(models, device=device, dtype=torch.float32)

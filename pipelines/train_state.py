@@ -3,7 +3,7 @@
 Layout of one checkpoint (shared/STYLE.md 15: resumable state apart from the released weights)::
 
     checkpoint-000500/
-      config.json                 the run's config (ablation, data, optimiser, ... : see pipelines/train.py)
+      config.json                 the run's config (ablation, data, optimiser, ... : see pipelines/train_config.py)
       models.safetensors          generator.* (F) and reconstructor.* (G) weights
       ema.safetensors             EMA of the trained weights (with --ema)
       optimizer.safetensors       AdamW state (data parallel: one copy, rank 0), or
