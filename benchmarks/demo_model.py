@@ -56,8 +56,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ouro.data.furniture import PACKAGE as FURNITURE_PACKAGE, TEXTURE_MAPS
+from ouro.paths import cache_dir
+
 MTLLIB = re.compile(r"^\s*mtllib\s+(.+?)\s*$", re.MULTILINE)
-TEXTURE_MAPS = re.compile(r"^\s*(map_\w+|bump|disp|decal|refl)\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", re.MULTILINE)
 
 
 def read_uids(path: Path) -> list[str]:
@@ -70,73 +72,22 @@ def read_uids(path: Path) -> list[str]:
         sys.exit(str(exc))
 
 
-FURNITURE_PACKAGE = "sweethome3d-furniture"
-FURNITURE_DIR = Path("usr/share/sweethome3d/furniture")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tga")
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()#,-]*$")
-
-
-def furniture_catalogues(cache: Path) -> list[Path]:
-    """The package's ``.sh3f`` files: the installed ones, else unpacked from ``apt-get download`` into ``cache``."""
-    import subprocess
-
-    for root in (Path("/"), cache):
-        found = sorted((root / FURNITURE_DIR).glob("*.sh3f"))
-        if found:
-            return found
-    cache.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["apt-get", "download", FURNITURE_PACKAGE], cwd=cache).returncode != 0:
-        sys.exit(f"apt-get download {FURNITURE_PACKAGE} failed; run `apt-get update` first, or install the package")
-    deb = sorted(cache.glob(f"{FURNITURE_PACKAGE}_*.deb"))[-1]
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(cache)], check=True)
-    deb.unlink()
-    return sorted((cache / FURNITURE_DIR).glob("*.sh3f"))
-
-
-def textured_models(catalogue: Path, out: Path) -> list[Path]:
-    """Unpack the models of one ``.sh3f`` whose MTL maps an image shipped beside it; their OBJ paths.
-
-    Members are read by name and written under ``out/<catalogue>/<model>/`` only when the name is
-    ``<folder>/<model>/<file>`` with plain file names (nothing from the archive picks a path).
-    """
-    import zipfile
-
-    lib = catalogue.stem
-    objs: list[Path] = []
-    with zipfile.ZipFile(catalogue) as archive:
-        folders: dict[str, dict[str, str]] = {}
-        for member in archive.namelist():
-            parts = member.split("/")
-            if len(parts) == 3 and all(SAFE_NAME.match(x) for x in parts):  # no "..", no absolute path
-                folders.setdefault(parts[1], {})[parts[2]] = member
-        for model, files in sorted(folders.items()):
-            obj = [f for f in files if f.lower().endswith(".obj")]
-            mtl = "\n".join(archive.read(files[f]).decode("utf-8", "replace") for f in files if f.lower().endswith(".mtl"))
-            maps = {m[1].replace("\\", "/").split("/")[-1] for m in TEXTURE_MAPS.findall(mtl)}
-            if len(obj) != 1 or not any(m in files and m.lower().endswith(IMAGE_SUFFIXES) for m in maps):
-                continue
-            folder = out / lib / model
-            folder.mkdir(parents=True, exist_ok=True)
-            for name, member in files.items():
-                (folder / name).write_bytes(archive.read(member))
-            objs.append(folder / obj[0])
-        if "LICENSE.TXT" in archive.namelist():
-            (out / lib).mkdir(parents=True, exist_ok=True)
-            (out / lib / "LICENSE.TXT").write_bytes(archive.read("LICENSE.TXT"))
-    return objs
-
-
 def furniture_models(out: Path, cache: Path, catalogues: list[str] | None = None) -> list[Path]:
     """Unpack the image-textured models of every (or each named) catalogue into ``out``; their OBJs."""
-    found = furniture_catalogues(cache)
+    from ouro.data import furniture
+
+    try:
+        found = furniture.catalogues(cache)
+    except furniture.FurnitureError as exc:
+        sys.exit(str(exc))
     if catalogues:
         missing = set(catalogues) - {c.stem for c in found}
         if missing:
-            sys.exit(f"no catalogue(s) {sorted(missing)} in {FURNITURE_PACKAGE}; it has {[c.stem for c in found]}")
+            sys.exit(f"no catalogue(s) {sorted(missing)} in {furniture.PACKAGE}; it has {[c.stem for c in found]}")
         found = [c for c in found if c.stem in catalogues]
     objs: list[Path] = []
     for catalogue in found:
-        got = textured_models(catalogue, out)
+        got = furniture.textured_models(catalogue, out)
         print(f"{catalogue.stem}: {len(got)} models with an image texture -> {out / catalogue.stem}")
         objs += got
     return objs
@@ -286,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="unpack the image-textured models of Debian's sweethome3d-furniture")
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "ouro" / FURNITURE_PACKAGE,
+    p.add_argument("--cache", type=Path, default=cache_dir() / FURNITURE_PACKAGE,
                    help="where the .deb is unpacked when the package is not installed")
     p.add_argument("--catalogue", action="append", help="only this catalogue (e.g. BlendSwap-CC-0); repeatable")
     p = sub.add_parser("gso-layout", help="GSO-style folders of the held-out objects")

@@ -13,17 +13,16 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ouro.data import furniture
 from ouro.paths import cache_dir
 
-PACKAGE = "sweethome3d-furniture"
-LIBRARY = "usr/share/sweethome3d/furniture/BlendSwap-CC-0.sh3f"
+LIBRARY = furniture.CATALOGUE_DIR / "BlendSwap-CC-0.sh3f"
 #: (folder in the .sh3f, files) of the real models the tests render.
 MODELS = {
     "basketball": ("basketball.obj", "basketball.mtl", "Basketball-ColorMap.jpg"),
@@ -40,27 +39,14 @@ def assets_cache() -> Path:
 
 
 def furniture_library() -> Path:
-    """The BlendSwap-CC-0 .sh3f of sweethome3d-furniture, installing a private copy if needed."""
-    system = Path("/") / LIBRARY
-    if system.is_file():
-        return system
-    root = assets_cache() / PACKAGE
-    local = root / LIBRARY
-    if local.is_file():
-        return local
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        pytest.skip("needs apt-get and dpkg-deb to fetch the Debian package sweethome3d-furniture")
-    root.mkdir(parents=True, exist_ok=True)
-    download = ["apt-get", "download", PACKAGE]
-    if subprocess.run(download, cwd=root, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, check=False)
-        done = subprocess.run(download, cwd=root, capture_output=True, text=True)
-        assert done.returncode == 0, f"apt-get download {PACKAGE} failed: {done.stderr[-500:]}"
-    deb = sorted(root.glob(f"{PACKAGE}_*.deb"))[-1]
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    deb.unlink()
-    assert local.is_file(), f"{LIBRARY} not in {deb.name}"
-    return local
+    """The BlendSwap-CC-0 .sh3f of sweethome3d-furniture, fetching a private copy if needed."""
+    try:
+        found = furniture.catalogues(assets_cache() / furniture.PACKAGE)
+    except furniture.FetchToolsMissing as exc:
+        pytest.skip(str(exc))
+    library = next((c for c in found if c.name == LIBRARY.name), None)
+    assert library is not None, f"no {LIBRARY.name} among {[c.name for c in found]}"
+    return library
 
 
 def furniture_models(dest: Path) -> dict[str, Path]:

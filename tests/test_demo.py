@@ -106,28 +106,17 @@ def test_demo_splats_of_a_held_out_chair_beat_blank_views():
     assert views["lpips"] < white["lpips"] - 0.03, (views, white)
 
 
-def _demo_model_script():
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("ouro_bench_demo_model", ROOT / "benchmarks" / "demo_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_training_models_are_the_image_textured_ones_of_the_real_catalogue(tmp_path):
-    """`benchmarks/demo_model.py models` on the real BlendSwap-CC-0 catalogue: its 68 image-textured
+    """`ouro.data.furniture` (`benchmarks/demo_model.py models`) on the real BlendSwap-CC-0 catalogue: its 68 image-textured
     models (of 175), unpacked with their textures; Kd-only ones (armchair) left out. Archive member
     names never pick a path outside the output folder."""
     import zipfile
 
     from render_assets import furniture_library
 
-    script = _demo_model_script()
-    library = furniture_library()
-    objs = script.textured_models(library, tmp_path / "models")
+    from ouro.data.furniture import textured_models
+
+    objs = textured_models(furniture_library(), tmp_path / "models")
     assert len(objs) == 68
     chicken = tmp_path / "models" / "BlendSwap-CC-0" / "chicken"
     assert chicken / "chicken.obj" in objs and (chicken / "chicken.jpg").stat().st_size > 0
@@ -143,6 +132,6 @@ def test_demo_training_models_are_the_image_textured_ones_of_the_real_catalogue(
         z.writestr("lib/../up.obj", "mtllib ok.mtl\nv 0 0 0\n")
         z.writestr("lib/../ok.png", b"\x89PNG")
         z.writestr("lib/bad/../../../x.png", b"x")
-    objs = script.textured_models(evil, tmp_path / "out")
+    objs = textured_models(evil, tmp_path / "out")
     assert objs == [tmp_path / "out" / "evil" / "ok" / "ok.obj"]
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "models" not in p.parts) == ["evil.sh3f", "ok.mtl", "ok.obj", "ok.png"]
