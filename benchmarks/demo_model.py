@@ -41,6 +41,9 @@ Sub-commands:
   turntable frames.
 * ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error against
   copying the input), for checkpoints between full evaluations.
+* ``chair-sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on the held-out
+  chair whose ground truth the tests ship, and view 0 against the input: does the model reproduce
+  the view it was given?
 * ``table``: the benchmarks/README.md rows from ``ouro eval-gso`` output folders.
 """
 
@@ -218,6 +221,46 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
             print(f"| {s:g} | {mse(views):.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
 
 
+def chair_sweep(checkpoint: Path | None, specs: list[str]) -> None:
+    """Sampling settings on the held-out chair shipped with the tests (ground truth at the 8 evaluation
+    cameras, 64 px): scores of the 7 novel views and of the splats, and how well view 0 reproduces
+    the input itself. ``specs``: ``SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX`` each."""
+    import dataclasses
+
+    import torch
+
+    from ouro.metrics import psnr
+    from ouro.metrics.lpips import LPIPS
+    from ouro.pipelines.evaluate import EvalCameras, condition_view, load_ground_truth, render_splats, score_images
+    from ouro.pipelines.sample import SamplePipeline, SampleSettings, demo_checkpoint
+
+    torch.set_num_threads(1)
+    pipe = SamplePipeline.from_checkpoint(checkpoint or demo_checkpoint())
+    cams = EvalCameras.from_config(pipe.config.camera)
+    chair = Path(__file__).resolve().parents[1] / "tests" / "data" / "demo-heldout" / "kitchenChair"
+    gt, _ = load_ground_truth(chair, cams, 64)  # [8, 3, 64, 64]
+    cond = condition_view(gt, pipe.config.generator.image_size)
+    lpips = LPIPS("alex")
+
+    def scores(images) -> str:
+        means = {k: sum(v) / len(v) for k, v in score_images(images, gt[1:], lpips).items()}
+        return f"{means['psnr']:.2f} / {means['ssim']:.4f} / {means['lpips']:.4f}"
+
+    print("| setting | views PSNR / SSIM / LPIPS | splats PSNR / SSIM / LPIPS | view 0 vs input, dB |")
+    print("|---|---|---|---|")
+    white = torch.ones_like(gt)
+    print(f"| blank white | {scores(white[1:])} | - | {float(psnr(white[:1], gt[:1])):.2f} |")
+    print(f"| input copied | {scores(gt[:1].expand(7, -1, -1, -1))} | - | - |")
+    base = pipe.config
+    for spec in specs:
+        smin, steps, seed, gmin, gmax = spec.split(",")
+        pipe.config = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, sigma_min=float(smin)))
+        out = pipe(cond, SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax))))
+        splats = render_splats(out.gaussians, cams, 64, compat=pipe.compat)
+        print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax} | {scores(out.views[1:])} "
+              f"| {scores(splats[1:])} | {float(psnr(out.views[:1], gt[:1])):.2f} |", flush=True)
+
+
 def table(runs: list[Path], baselines: set[str]) -> None:
     """Markdown rows from ``ouro eval-gso`` summaries; a baseline's views stand in for its splats."""
     print("| method | views PSNR | views SSIM | views LPIPS | splats PSNR | splats SSIM | splats LPIPS |")
@@ -255,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("figure", help="README figure from an `ouro sample` folder")
     p.add_argument("sample_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("chair-sweep", help="sampling settings scored on the held-out chair the tests ship")
+    p.add_argument("specs", nargs="+", help="SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX, e.g. 0.002,20,0,1,3")
+    p.add_argument("--checkpoint", type=Path, help="default: the embedded demo")
     p = sub.add_parser("denoise-check", help="one-step denoising error on held-out orbits (progress probe)")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--renders", type=Path, required=True)
@@ -272,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         baselines(args.objects, args.inputs, args.output, args.size)
     elif args.command == "pack":
         pack(args.final, args.output)
+    elif args.command == "chair-sweep":
+        chair_sweep(args.checkpoint, args.specs)
     elif args.command == "denoise-check":
         denoise_check(args.checkpoint, args.renders, args.objects)
     elif args.command == "figure":
