@@ -67,7 +67,8 @@ def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Modu
     """``(F, G, conditioner, model_config, notes)`` for a run: fresh, or from public weights.
 
     * ``init_official``: an ouro checkpoint folder, or the public ``.pth`` pair (read with
-      ``weights_only=True``); adapters not fed by the ablation are dropped.
+      ``weights_only=True``); adapters not fed by the ablation are dropped, adapters the weights
+      lack (a ``separate`` run's checkpoint fine-tuned with feedback) start fresh.
     * ``init_svd``: F's UNet, the VAE and CLIP from a diffusers SVD img2vid folder (safetensors).
     * ``init_lgm``: G from LGM's safetensors.
     * neither: random F and G; the VAE / CLIP are random tiny parts (``tiny`` / ``small`` only).
@@ -98,7 +99,12 @@ def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Modu
             notes.append(f"{src}: preset {loaded.config.name!r} (the weights') used instead of {config.model.name!r}")
         state = {f"generator.{k}": v for k, v in _remap_adapters(loaded.generator.state_dict(), have, want).items()}
         state |= {f"reconstructor.{k}": v for k, v in loaded.reconstructor.state_dict().items()}
-        generator, reconstructor = models_with(model_cfg, state)  # no second random initialisation
+        fresh = tuple(name for name in want if name not in have)
+        if fresh:  # e.g. a `separate` checkpoint (no adapters) fine-tuned jointly with feedback
+            generator, reconstructor = _models_with_fresh_adapters(model_cfg, state, fresh)
+            notes.append(f"{src}: no feedback adapter for {', '.join(fresh)} in the weights; it starts fresh")
+        else:
+            generator, reconstructor = models_with(model_cfg, state)  # no second random initialisation
         conditioner = loaded.conditioner.float()
         notes.append(f"{src}: F, G, VAE and CLIP loaded (compat={loaded.compat!r})")
         return generator, reconstructor, conditioner, model_cfg, notes
@@ -137,6 +143,25 @@ def build_models_for(config: TrainConfig) -> tuple[nn.Module, nn.Module, nn.Modu
     if config.init_lgm:
         notes += load_lgm_weights(reconstructor, config.init_lgm)
     return generator, reconstructor, conditioner, model_cfg, notes
+
+
+def _models_with_fresh_adapters(model_cfg: OuroConfig, state: dict[str, Tensor],
+                                fresh: tuple[str, ...]) -> tuple[nn.Module, nn.Module]:
+    """F and G initialised at random (the run's seed), then holding ``state``; only the adapters of
+    the ``fresh`` maps may be absent from it (they keep their initialisation)."""
+    from ouro.models import build_models
+
+    generator, reconstructor = build_models(model_cfg)
+    feedback = tuple(model_cfg.generator.feedback)
+    allowed = {"generator": tuple(f"cond_encoder.{feedback.index(name)}." for name in fresh), "reconstructor": ()}
+    for name, module in (("generator", generator), ("reconstructor", reconstructor)):
+        part = {k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")}
+        missing, unexpected = module.load_state_dict(part, strict=False)
+        wrong = [k for k in missing if not k.startswith(allowed[name])] + list(unexpected)
+        if wrong:
+            raise CheckpointError(f"{name}: {len(wrong)} tensors missing or unexpected (e.g. {wrong[:3]}); "
+                                  "the weights do not match this preset")
+    return generator, reconstructor
 
 
 def models_with(model_cfg: OuroConfig, state: dict[str, Tensor]) -> tuple[nn.Module, nn.Module]:

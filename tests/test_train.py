@@ -492,3 +492,38 @@ def test_init_from_svd_lgm_and_official_weights(tmp_path, tiny_checkpoint):
     assert build_models_for(tuned)[3].diffusion == diffusion
     other = TrainConfig.create("demo", data="d", output=str(tmp_path / "t"), init_official=str(tiny_checkpoint))
     assert build_models_for(other)[3].diffusion == ckpt.config.diffusion
+
+
+def test_init_official_from_a_checkpoint_without_adapters(tmp_path, tiny_checkpoint):
+    """A `separate` run's weights (F without feedback adapters) start a `full` run: everything they hold
+    is loaded, the two adapters start fresh; weights of another shape are refused."""
+    from ouro.io.checkpoint import OuroModels, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    separate = TrainConfig.create("tiny", data="d", output=str(tmp_path / "s"), init_official=str(tiny_checkpoint), ablation="separate")
+    generator, reconstructor, conditioner, model_cfg, _ = build_models_for(separate)
+    assert len(generator.cond_encoder) == 0
+    folder = save_checkpoint(tmp_path / "separate", OuroModels(generator, reconstructor, conditioner, model_cfg))
+
+    torch.manual_seed(3)
+    full = TrainConfig.create("tiny", data="d", output=str(tmp_path / "f"), init_official=str(folder))
+    generator, reconstructor, _, _, notes = build_models_for(full)
+    assert len(generator.cond_encoder) == 2 and any("rgb, ccm" in n and "starts fresh" in n for n in notes)
+    own = generator.state_dict()
+    for k, v in ckpt.generator.state_dict().items():
+        if k.startswith("cond_encoder."):  # fresh: T2I-Adapter init (zero residual branch), not the old weights
+            assert not torch.equal(own[k], v) or not v.any(), k
+        else:
+            assert torch.equal(own[k], v), k
+    zero = [k for k in own if k.startswith("cond_encoder.") and k.endswith("block2.weight")]
+    assert zero and all(not own[k].any() for k in zero)
+    assert all(torch.equal(v, ckpt.reconstructor.state_dict()[k]) for k, v in reconstructor.state_dict().items())
+
+    # only the adapters the weights lack may be missing
+    from ouro.pipelines.train_init import _models_with_fresh_adapters
+
+    state = {f"generator.{k}": v for k, v in ckpt.generator.state_dict().items() if not k.startswith("cond_encoder.")}
+    state |= {f"reconstructor.{k}": v for k, v in ckpt.reconstructor.state_dict().items()}
+    state.pop(next(k for k in state if k.startswith("generator.unet.")))
+    with pytest.raises(CheckpointError, match="1 tensors missing or unexpected"):
+        _models_with_fresh_adapters(ckpt.config, state, ("rgb", "ccm"))
