@@ -180,12 +180,13 @@ def figure(sample_dir: Path, out: Path, tile: int = 128, turntable: int = 4) -> 
     print(f"figure -> {out}")
 
 
-def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[float, ...] = (0.2, 1.0, 3.0, 10.0)) -> None:
+def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[float, ...] = (0.2, 1.0, 3.0, 10.0, 80.0)) -> None:
     """A cheap progress probe between full evaluations: F's one-step denoising error on held-out orbits.
 
     For each noise level, the mean squared error (pixels in [-1, 1]) of ``D(x + sigma * n)`` against
     the clean 8 views, next to two references: the input view copied to every view, and the noisy
-    views themselves. A model that uses its condition image beats the copy at high sigma.
+    views themselves. A model that uses its condition image beats the copy at high sigma, and its
+    error on view 0 (the condition's own view, which the copy gets exactly) falls towards 0 there.
     """
     import torch
 
@@ -201,8 +202,8 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
     B, V = x.shape[:2]
     g = torch.Generator().manual_seed(0)
     print(f"{checkpoint}: {B} held-out orbits")
-    print("| sigma | MSE of D | MSE of copying the input | MSE of the noisy views |")
-    print("|---|---|---|---|")
+    print("| sigma | MSE of D | MSE of D, view 0 | MSE of copying the input | MSE of the noisy views |")
+    print("|---|---|---|---|---|")
     with torch.no_grad():
         latents = cond.encode(x).float()
         clip = cond.clip_embedding(x[:, 0]).float()
@@ -218,7 +219,8 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
             out = F(model_in, pre.c_noise, clip, time_ids, feedback=None, c2w=batch["c2w"], K_norm=batch["K_norm"]).sample
             views = cond.decode(denoised(noisy, out.float(), sigma, data_scale))
             mse = lambda a: float(((a - x) ** 2).mean())  # noqa: E731
-            print(f"| {s:g} | {mse(views):.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
+            view0 = float(((views[:, 0] - x[:, 0]) ** 2).mean())
+            print(f"| {s:g} | {mse(views):.4f} | {view0:.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
 
 
 def chair_sweep(checkpoint: Path | None, specs: list[str]) -> None:
