@@ -39,8 +39,9 @@ Sub-commands:
   loads them as float32), so the package stays small.
 * ``figure``: the README figure from an ``ouro sample`` output folder: input, the 8 views, and
   turntable frames.
-* ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error against
-  copying the input), for checkpoints between full evaluations.
+* ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error on all
+  views, on view 0 and on the novel views, against copying the input), for checkpoints between full
+  evaluations (a run's ``checkpoint-N`` becomes a loadable ``final/`` with ``--resume --max-steps N``).
 * ``chair-sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on the held-out
   chair whose ground truth the tests ship, and view 0 against the input: does the model reproduce
   the view it was given?
@@ -184,9 +185,10 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
     """A cheap progress probe between full evaluations: F's one-step denoising error on held-out orbits.
 
     For each noise level, the mean squared error (pixels in [-1, 1]) of ``D(x + sigma * n)`` against
-    the clean 8 views, next to two references: the input view copied to every view, and the noisy
-    views themselves. A model that uses its condition image beats the copy at high sigma, and its
-    error on view 0 (the condition's own view, which the copy gets exactly) falls towards 0 there.
+    the clean 8 views: on all of them, on view 0 (the condition's own view, which copying the input
+    gets exactly) and on the 7 novel views, beside copying the input to the novel views. A model that
+    uses its condition image beats the copy at high sigma, and its view-0 error falls towards 0 there.
+    Deterministic: each object's orbit 0 from frame 0 and orbit 1 from frame 4, noise seeded 0.
     """
     import torch
 
@@ -197,19 +199,20 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
     m = load_checkpoint(checkpoint, dtype=torch.float32)
     F, cond = m.generator, m.conditioner
     data = RenderFolderDataset(renders, image_size=m.config.generator.image_size, kept=objects)
-    batch = collate_samples([data[i] for i in range(len(data))])
+    batch = collate_samples([data.load(i, orbit=o, start=4 * o) for i in range(len(data)) for o in (0, 1)])
     x = batch["images"] * 2 - 1  # [B, V, 3, H, W]
     B, V = x.shape[:2]
     g = torch.Generator().manual_seed(0)
+    mse = lambda a, b: float(((a - b) ** 2).mean())  # noqa: E731
     print(f"{checkpoint}: {B} held-out orbits")
-    print("| sigma | MSE of D | MSE of D, view 0 | MSE of copying the input | MSE of the noisy views |")
+    print("| sigma | MSE of D | view 0 | novel views | copying the input (novel views) |")
     print("|---|---|---|---|---|")
     with torch.no_grad():
         latents = cond.encode(x).float()
         clip = cond.clip_embedding(x[:, 0]).float()
         cond_latent = cond.encode(x[:, :1])[:, 0].float() / cond.vae.config.scaling_factor
         time_ids = cond.added_time_ids(B)  # as `ouro sample` conditions F
-        copy = cond.decode(cond_latent[:, None].expand(-1, V, -1, -1, -1) * cond.vae.config.scaling_factor)
+        copy = mse(x[:, :1], x[:, 1:])
         data_scale = m.config.diffusion.sigma_data
         for s in sigmas:
             sigma = torch.full((B,), s)
@@ -218,9 +221,7 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
             model_in = torch.cat([noisy * pre.c_in.view(B, 1, 1, 1, 1), cond_latent[:, None].expand(-1, V, -1, -1, -1)], 2)
             out = F(model_in, pre.c_noise, clip, time_ids, feedback=None, c2w=batch["c2w"], K_norm=batch["K_norm"]).sample
             views = cond.decode(denoised(noisy, out.float(), sigma, data_scale))
-            mse = lambda a: float(((a - x) ** 2).mean())  # noqa: E731
-            view0 = float(((views[:, 0] - x[:, 0]) ** 2).mean())
-            print(f"| {s:g} | {mse(views):.4f} | {view0:.4f} | {mse(copy):.4f} | {mse(cond.decode(noisy)):.4f} |")
+            print(f"| {s:g} | {mse(views, x):.4f} | {mse(views[:, 0], x[:, 0]):.4f} | {mse(views[:, 1:], x[:, 1:]):.4f} | {copy:.4f} |")
 
 
 def chair_sweep(checkpoint: Path | None, specs: list[str]) -> None:

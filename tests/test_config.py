@@ -53,6 +53,6 @@ def test_demo_preset_is_pixel_space_and_trains_with_its_own_noise_levels():
     assert demo.reconstructor.positions == "ray"
     assert demo.reconstructor.input_size * 2 ** (len(demo.reconstructor.up_channels) - len(demo.reconstructor.down_channels)) == demo.reconstructor.splat_size
     settings = TrainConfig.create("demo", output="runs/x").step_settings()
-    assert (settings.p_mean, settings.p_std, settings.sigma_data) == (-1.2, 1.2, 0.5)
+    assert (settings.p_mean, settings.p_std, settings.sigma_data) == (-0.4, 1.6, 0.5)
     settings = TrainConfig.create("paper", output="runs/x").step_settings()
     assert (settings.p_mean, settings.p_std, settings.sigma_data) == (1.0, 1.6, 1.0)  # SVD's

@@ -83,10 +83,10 @@ def test_readme_first_command_samples_the_example_with_the_demo(tmp_path, monkey
 def test_demo_splats_of_a_held_out_chair_beat_blank_views():
     """The shipped demo on a held-out object (kitchenChair: never trained on; its ground truth as
     `ouro eval-gso` rendered it, 64 px, the 8 evaluation cameras): sampled from view 0 with the
-    evaluation's seed and steps, its splat renders of the 7 novel views are perceptually far closer
-    to the chair than blank white views (LPIPS 0.42 against 0.65 when measured; a collapsed,
-    input-independent G scored like white), and so are its views, by less (0.59; the step-700 demo's
-    noise scored 0.8). On this thin chair, SSIM still favours white."""
+    evaluation's seed and steps, its splat renders and its views of the 7 novel views are perceptually
+    far closer to the chair than blank white views (LPIPS 0.29 and 0.28 against 0.65 when measured;
+    a collapsed, input-independent G scored like white; the earlier demo's views, blobs and speckle,
+    0.59). On this thin chair, SSIM still favours white."""
     import torch
 
     from ouro.metrics.lpips import LPIPS
@@ -101,9 +101,9 @@ def test_demo_splats_of_a_held_out_chair_beat_blank_views():
     lpips = LPIPS("alex")
     demo = {k: sum(v) / 7 for k, v in score_images(splats[1:], gt[1:], lpips).items()}
     white = {k: sum(v) / 7 for k, v in score_images(torch.ones_like(gt[1:]), gt[1:], lpips).items()}
-    assert demo["lpips"] < white["lpips"] - 0.15, (demo, white)
+    assert demo["lpips"] < white["lpips"] - 0.3, (demo, white)
     views = {k: sum(v) / 7 for k, v in score_images(out.views[1:], gt[1:], lpips).items()}
-    assert views["lpips"] < white["lpips"] - 0.03, (views, white)
+    assert views["lpips"] < white["lpips"] - 0.3, (views, white)
 
 
 def test_demo_training_models_are_the_image_textured_ones_of_the_real_catalogue(tmp_path):
