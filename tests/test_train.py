@@ -496,7 +496,7 @@ def test_init_from_svd_lgm_and_official_weights(tmp_path, tiny_checkpoint):
 
 def test_init_official_from_a_checkpoint_without_adapters(tmp_path, tiny_checkpoint):
     """A `separate` run's weights (F without feedback adapters) start a `full` run: everything they hold
-    is loaded, the two adapters start fresh; weights of another shape are refused."""
+    is loaded, the two adapters start fresh; any other tensor missing from the weights is refused."""
     from ouro.io.checkpoint import OuroModels, save_checkpoint
 
     ckpt = load_checkpoint(tiny_checkpoint)
