@@ -44,7 +44,7 @@ def sample(
     steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 20 for the demo).", show_default=False)] = None,
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
-    guidance: Annotated[str, typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views.")] = "1:3",
+    guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights and the demo).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
@@ -69,7 +69,7 @@ def sample(
 
     if steps is not None:  # fail before loading a large model
         check_window(steps, "--steps")
-    g_min, g_max = _pair(guidance, "--guidance")
+    scales = _pair(guidance, "--guidance") if guidance else None
     device, torch_dtype = resolve_device_dtype(device, dtype)
 
     # 2. every input is read and prepared before anything is written
@@ -84,7 +84,7 @@ def sample(
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
-    settings = SampleSettings(steps, not no_feedback, window, (g_min, g_max), seed, save_intermediate, fast)
+    settings = SampleSettings(steps, not no_feedback, window, scales, seed, save_intermediate, fast)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]

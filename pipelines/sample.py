@@ -40,7 +40,9 @@ class SampleSettings:
     num_steps: int = 25  #: Euler steps
     feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
     feedback_steps: tuple[int, int] | None = None  #: steps ``[start, end)`` that read feedback; None = all
-    guidance: tuple[float, float] = (1.0, 3.0)  #: classifier-free guidance of the first and last view
+    #: classifier-free guidance of the first and last view; None = the model config's
+    #: ``(guidance_min, guidance_max)`` (1 and 3 for SVD and the demo)
+    guidance: tuple[float, float] | None = None
     seed: int = 0
     save_intermediate: bool = False  #: keep each step's x0 views and splat renders
     #: fast setting: before the last step decode only the 4 views G reads (SVD's temporal decoder
@@ -185,7 +187,7 @@ class SamplePipeline:
         cond_latent = m.conditioner.vae.encode((cond_image + 0.02 * noise).to(m.conditioner.vae.dtype)).latent_dist.mode()
         cond_latent = cond_latent.to(self.dtype)[:, None].expand(1, frames, -1, -1, -1)  # [1, V, 4, h, w]
         time_ids = m.conditioner.added_time_ids(1, device=self.device, dtype=self.dtype)
-        scales = guidance_scales(frames, *settings.guidance).to(self.device)
+        scales = guidance_scales(frames, *self.guidance(settings)).to(self.device)
         guided = bool((scales != 1.0).any())
         if guided:  # batch [uncond, cond]: zero CLIP embedding and zero condition latent
             clip = torch.cat([torch.zeros_like(clip), clip])
@@ -277,8 +279,15 @@ class SamplePipeline:
             feedback_inputs=fed,
         )
 
+    def guidance(self, settings: SampleSettings) -> tuple[float, float]:
+        """The guidance of the first and last view: the settings', else the model config's."""
+        if settings.guidance is not None:
+            return settings.guidance
+        return float(self.config.diffusion.guidance_min), float(self.config.diffusion.guidance_max)
+
     def describe(self, settings: SampleSettings) -> dict:
-        """Settings and model facts for meta.json."""
+        """Settings (guidance resolved) and model facts for meta.json."""
+        settings = replace(settings, guidance=self.guidance(settings))
         return {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
             "preset": self.config.name,

@@ -53,6 +53,7 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     assert sum(1 for _ in reader) == 12
     meta = json.loads((out / "meta.json").read_text())
     assert meta["settings"]["num_steps"] == STEPS and meta["settings"]["seed"] == 0
+    assert meta["settings"]["guidance"] == [1.0, 3.0]  # the tiny config's, resolved
     assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
@@ -92,6 +93,21 @@ def test_zeroed_adapters_make_feedback_irrelevant(image):
     with_fb = pipe(image, SampleSettings(num_steps=STEPS, seed=2))
     without = pipe(image, SampleSettings(num_steps=STEPS, seed=2, feedback=False))
     torch.testing.assert_close(with_fb.views, without.views, rtol=0, atol=0)
+
+
+def test_guidance_defaults_to_the_model_config(image):
+    from dataclasses import replace as dc_replace
+
+    pipe = SamplePipeline(make_tiny_models(seed=4))
+    assert (pipe.config.diffusion.guidance_min, pipe.config.diffusion.guidance_max) == (1.0, 3.0)
+    default = pipe(image, SampleSettings(num_steps=2, seed=0))
+    assert torch.equal(default.views, pipe(image, SampleSettings(num_steps=2, seed=0, guidance=(1.0, 3.0))).views)
+    pipe.config = dc_replace(pipe.config, diffusion=dc_replace(pipe.config.diffusion, guidance_max=1.0))
+    unguided = pipe(image, SampleSettings(num_steps=2, seed=0))
+    assert torch.equal(unguided.views, pipe(image, SampleSettings(num_steps=2, seed=0, guidance=(1.0, 1.0))).views)
+    assert not torch.equal(unguided.views, default.views)
+    assert pipe.describe(SampleSettings())["settings"]["guidance"] == [1.0, 1.0]
+    assert pipe.describe(SampleSettings(guidance=(2.0, 4.0)))["settings"]["guidance"] == [2.0, 4.0]
 
 
 def test_feedback_window(pipe, image):
