@@ -42,9 +42,9 @@ Sub-commands:
 * ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error on all
   views, on view 0 and on the novel views, against copying the input), for checkpoints between full
   evaluations (a run's ``checkpoint-N`` becomes a loadable ``final/`` with ``--resume --max-steps N``).
-* ``chair-sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on the held-out
-  chair whose ground truth the tests ship, and view 0 against the input: does the model reproduce
-  the view it was given?
+* ``sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on held-out objects (the
+  chair whose ground truth the tests ship, or the first N of a held-out list with eval-gso's ground
+  truth), and view 0 against the input: does the model reproduce the view it was given?
 * ``table``: the benchmarks/README.md rows from ``ouro eval-gso`` output folders.
 """
 
@@ -224,10 +224,16 @@ def denoise_check(checkpoint: Path, renders: Path, objects: Path, sigmas: tuple[
             print(f"| {s:g} | {mse(views, x):.4f} | {mse(views[:, 0], x[:, 0]):.4f} | {mse(views[:, 1:], x[:, 1:]):.4f} | {copy:.4f} |")
 
 
-def chair_sweep(checkpoint: Path | None, specs: list[str]) -> None:
-    """Sampling settings on the held-out chair shipped with the tests (ground truth at the 8 evaluation
-    cameras, 64 px): scores of the 7 novel views and of the splats, and how well view 0 reproduces
-    the input itself. ``specs``: ``SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX`` each."""
+def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None, objects: Path | None = None,
+          limit: int | None = None) -> None:
+    """Sampling settings scored on held-out objects: means of the 7 novel views and of the splats over
+    the objects, and how well view 0 reproduces the input itself. ``specs``:
+    ``SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX`` each.
+
+    The objects: by default the held-out chair shipped with the tests; else the first ``limit`` of
+    ``objects`` (a uid list) with their ground truth in ``gt_root`` (an ``ouro eval-gso --gt-dir``
+    render folder at the 8 evaluation cameras, e.g. ``gt/workbench-64px-16f-r1.7417-fov39.598``).
+    """
     import dataclasses
 
     import torch
@@ -240,28 +246,40 @@ def chair_sweep(checkpoint: Path | None, specs: list[str]) -> None:
     torch.set_num_threads(1)
     pipe = SamplePipeline.from_checkpoint(checkpoint or demo_checkpoint())
     cams = EvalCameras.from_config(pipe.config.camera)
-    chair = Path(__file__).resolve().parents[1] / "tests" / "data" / "demo-heldout" / "kitchenChair"
-    gt, _ = load_ground_truth(chair, cams, 64)  # [8, 3, 64, 64]
-    cond = condition_view(gt, pipe.config.generator.image_size)
+    if gt_root is None:
+        folders = [Path(__file__).resolve().parents[1] / "tests" / "data" / "demo-heldout" / "kitchenChair"]
+    else:
+        if objects is None:
+            sys.exit("sweep: --gt-root needs --objects (a uid list, e.g. renders/heldout.txt)")
+        folders = [gt_root / uid for uid in read_uids(objects)[:limit]]
+    gts = [load_ground_truth(f, cams, 64)[0] for f in folders]  # [8, 3, 64, 64] each
+    conds = [condition_view(gt, pipe.config.generator.image_size) for gt in gts]
     lpips = LPIPS("alex")
+    print(f"{len(gts)} object(s): {', '.join(f.name for f in folders)}")
 
-    def scores(images) -> str:
-        means = {k: sum(v) / len(v) for k, v in score_images(images, gt[1:], lpips).items()}
+    def scores(per_object) -> str:  # [(images [7, 3, H, W], gt [8, ...])] -> "PSNR / SSIM / LPIPS"
+        rows = [{k: sum(v) / len(v) for k, v in score_images(images, gt[1:], lpips).items()} for images, gt in per_object]
+        means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
         return f"{means['psnr']:.2f} / {means['ssim']:.4f} / {means['lpips']:.4f}"
+
+    def view0(images) -> str:  # mean PSNR of view 0 against the ground-truth view 0 (the input's view)
+        return f"{sum(float(psnr(v[:1], gt[:1])) for v, gt in zip(images, gts)) / len(gts):.2f}"
 
     print("| setting | views PSNR / SSIM / LPIPS | splats PSNR / SSIM / LPIPS | view 0 vs input, dB |")
     print("|---|---|---|---|")
-    white = torch.ones_like(gt)
-    print(f"| blank white | {scores(white[1:])} | - | {float(psnr(white[:1], gt[:1])):.2f} |")
-    print(f"| input copied | {scores(gt[:1].expand(7, -1, -1, -1))} | - | - |")
+    whites = [torch.ones_like(gt) for gt in gts]
+    print(f"| blank white | {scores([(w[1:], gt) for w, gt in zip(whites, gts)])} | - | {view0(whites)} |")
+    print(f"| input copied | {scores([(gt[:1].expand(7, -1, -1, -1), gt) for gt in gts])} | - | - |")
     base = pipe.config
     for spec in specs:
         smin, steps, seed, gmin, gmax = spec.split(",")
         pipe.config = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, sigma_min=float(smin)))
-        out = pipe(cond, SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax))))
-        splats = render_splats(out.gaussians, cams, 64, compat=pipe.compat)
-        print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax} | {scores(out.views[1:])} "
-              f"| {scores(splats[1:])} | {float(psnr(out.views[:1], gt[:1])):.2f} |", flush=True)
+        settings = SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax)))
+        outs = [pipe(cond, settings) for cond in conds]
+        splats = [render_splats(out.gaussians, cams, 64, compat=pipe.compat) for out in outs]
+        print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax} "
+              f"| {scores([(o.views[1:], gt) for o, gt in zip(outs, gts)])} "
+              f"| {scores([(sp[1:], gt) for sp, gt in zip(splats, gts)])} | {view0([o.views for o in outs])} |", flush=True)
 
 
 def table(runs: list[Path], baselines: set[str]) -> None:
@@ -301,9 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("figure", help="README figure from an `ouro sample` folder")
     p.add_argument("sample_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p = sub.add_parser("chair-sweep", help="sampling settings scored on the held-out chair the tests ship")
+    p = sub.add_parser("sweep", help="sampling settings scored on held-out objects (default: the chair the tests ship)")
     p.add_argument("specs", nargs="+", help="SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX, e.g. 0.002,20,0,1,3")
     p.add_argument("--checkpoint", type=Path, help="default: the embedded demo")
+    p.add_argument("--gt-root", type=Path, help="ground-truth renders at the evaluation cameras (eval-gso --gt-dir's tag folder)")
+    p.add_argument("--objects", type=Path, help="uid list of the objects to score, with --gt-root")
+    p.add_argument("--limit", type=int, help="only the first LIMIT objects")
     p = sub.add_parser("denoise-check", help="one-step denoising error on held-out orbits (progress probe)")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--renders", type=Path, required=True)
@@ -321,8 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         baselines(args.objects, args.inputs, args.output, args.size)
     elif args.command == "pack":
         pack(args.final, args.output)
-    elif args.command == "chair-sweep":
-        chair_sweep(args.checkpoint, args.specs)
+    elif args.command == "sweep":
+        sweep(args.checkpoint, args.specs, args.gt_root, args.objects, args.limit)
     elif args.command == "denoise-check":
         denoise_check(args.checkpoint, args.renders, args.objects)
     elif args.command == "figure":
