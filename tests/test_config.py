@@ -56,3 +56,5 @@ def test_demo_preset_is_pixel_space_and_trains_with_its_own_noise_levels():
     assert (settings.p_mean, settings.p_std, settings.sigma_data) == (-0.4, 1.6, 0.5)
     settings = TrainConfig.create("paper", output="runs/x").step_settings()
     assert (settings.p_mean, settings.p_std, settings.sigma_data) == (1.0, 1.6, 1.0)  # SVD's
+    # sampling: the demo's schedule stops at sigma 1.5 (below it this F adds speckle), SVD's at 0.002
+    assert (demo.diffusion.sigma_min, get_preset("paper").diffusion.sigma_min) == (1.5, 0.002)

@@ -110,6 +110,17 @@ def test_guidance_defaults_to_the_model_config(image):
     assert pipe.describe(SampleSettings(guidance=(2.0, 4.0)))["settings"]["guidance"] == [2.0, 4.0]
 
 
+def test_the_schedule_runs_from_the_config_sigma_max_to_its_sigma_min(image):
+    from dataclasses import replace as dc_replace
+
+    pipe = SamplePipeline(make_tiny_models(seed=4))
+    pipe.config = dc_replace(pipe.config, diffusion=dc_replace(pipe.config.diffusion, sigma_min=1.5, sigma_max=80.0))
+    out = pipe(image, SampleSettings(num_steps=4, seed=0, save_intermediate=True))
+    sigmas = [r.sigma for r in out.steps]
+    assert len(sigmas) == 4 and sigmas[0] == pytest.approx(80.0) and sigmas[-1] == pytest.approx(1.5)
+    assert sigmas == sorted(sigmas, reverse=True)
+
+
 def test_feedback_window(pipe, image):
     settings = SampleSettings(num_steps=6, feedback_steps=(4, 6))
     assert [settings.uses_feedback(i) for i in range(6)] == [False, False, False, False, True, True]
