@@ -37,6 +37,12 @@ class FrameChoice(str, Enum):
     linspace = "linspace"
 
 
+class LRScheduler(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+    linear = "linear"
+
+
 class ReconLoss(str, Enum):
     mse = "mse"
     l1 = "l1"
@@ -48,7 +54,7 @@ RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "checkpoints_total_limit
 _FIELDS = (
     "data", "kept", "gpus", "deepspeed", "mixed_precision", "max_steps", "batch_size", "grad_accum", "lr", "ablation",
     "checkpoint_every", "ema", "init_svd", "init_lgm", "init_official", "seed", "frame_choice", "lpips_weight",
-    "recon_loss", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "weight_decay",
+    "recon_loss", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "lr_scheduler", "weight_decay",
     "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing",
 )
 
@@ -83,6 +89,7 @@ def train(
     feedback_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of the feedback pass (paper: 0.5).")] = 0.5,
     cfg_dropout: Annotated[float, typer.Option(min=0.0, max=1 / 3, help="Conditioning dropout for classifier-free guidance (public code: 0.1).")] = 0.1,
     warmup_steps: Annotated[int, typer.Option(min=0, help="Linear learning-rate warm-up steps.")] = 0,
+    lr_scheduler: Annotated[LRScheduler, typer.Option(help="Learning rate after the warm-up: constant (paper), or a cosine or linear decay to 0 at --max-steps (a resume with another --max-steps re-stretches the rest of the decay).")] = LRScheduler.constant,
     weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.01,
     max_grad_norm: Annotated[float, typer.Option(min=0.0, help="Gradient clipping norm (paper: 1; 0 = off).")] = 1.0,
     ema_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="EMA decay (with --ema).")] = 0.9999,

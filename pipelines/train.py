@@ -5,8 +5,9 @@ on a machine without one), optionally DeepSpeed ZeRO-2 (``ouro/assets/deepspeed/
 
 * the step is :class:`ouro.pipelines.train_step.JointModel` (F and G in one wrapped module);
 * ``accelerator.accumulate`` for gradient accumulation; clipping (1.0) only when gradients sync;
-  the step counter advances only on synced steps; AdamW (lr 1e-5, as the paper); constant learning
-  rate after an optional linear warm-up; optional EMA of the trained weights;
+  the step counter advances only on synced steps; AdamW (lr 1e-5, as the paper); an optional linear
+  warm-up, then a constant learning rate (paper) or a cosine or linear decay to 0 at ``max_steps``
+  (:func:`lr_factor`); optional EMA of the trained weights;
 * file output on the main process only: ``config.json`` before the first step, TensorBoard scalars
   and ``metrics.jsonl`` every step, sample images every ``sample_every`` steps (recursive sampling of
   the batch's condition image with the current weights), resumable ``checkpoint-<step>/`` every
@@ -51,7 +52,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +94,7 @@ __all__ = [
     "default_run_name",
     "init_compat",
     "launch_command",
+    "lr_factor",
     "read_run_config",
     "run_training",
     "train",
@@ -189,11 +191,28 @@ def _make_accelerator(config: TrainConfig):
     return accelerator, mixed
 
 
-def _lr_lambda(warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def lr_factor(step: int, warmup: int, total: int, shape: str = "constant") -> float:
+    """Learning-rate multiplier before optimiser step ``step`` (0-based) of a ``total``-step run.
 
-    return f
+    A linear warm-up over ``warmup`` steps (``(step + 1) / warmup``: the first step already moves),
+    then ``shape``: "constant" (1), "cosine" (``(1 + cos(pi p)) / 2``) or "linear" (``1 - p``), with
+    ``p = (step - warmup) / (total - warmup)`` the fraction of the post-warm-up steps done, so a
+    decay reaches 0 after the last step. The shapes of diffusers' ``get_scheduler`` ("cosine",
+    "linear", "constant_with_warmup"), except the warm-up's first step, which diffusers runs at 0.
+
+        >>> [round(lr_factor(s, 2, 6, "cosine"), 3) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if shape == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if shape == "linear":
+        return 1.0 - progress
+    raise ValueError(f"unknown learning-rate schedule {shape!r}; use constant, cosine or linear")
 
 
 def _json_safe(d: dict) -> dict:
@@ -470,7 +489,8 @@ def _train(config: TrainConfig, resume: bool, reporter: Reporter, accelerator, m
     groups = [{"params": [p for p in m.parameters() if p.requires_grad]} for m in (generator, reconstructor)]
     groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.warmup_steps, config.max_steps, config.lr_scheduler))
     model, optimizer = accelerator.prepare(model, optimizer)
     inner: JointModel = accelerator.unwrap_model(model)
     trainable = _named_trainable(inner)
@@ -537,6 +557,7 @@ def _train(config: TrainConfig, resume: bool, reporter: Reporter, accelerator, m
                 continue
 
             # one optimiser step done
+            lr_used = scheduler.get_last_lr()[0]
             scheduler.step()
             step += 1
             if ema is not None:
@@ -547,7 +568,7 @@ def _train(config: TrainConfig, resume: bool, reporter: Reporter, accelerator, m
             elapsed = time.perf_counter() - t_step
             gn = float(grad_norm) if grad_norm is not None else float("nan")
             last = StepLog(step, config.max_steps, avg["loss"], avg["diffusion"], avg["recon"], avg["recon_x0"],
-                           avg["recon_clean"], avg["feedback"], feedback_total, micro, scheduler.get_last_lr()[0], gn,
+                           avg["recon_clean"], avg["feedback"], feedback_total, micro, lr_used, gn,
                            elapsed, config.batch_size * world * n_micro / max(elapsed, 1e-9), world)
             sums, n_micro = {}, 0
             if main:

@@ -24,6 +24,7 @@ from .train_step import StepSettings, ablation_feedback
 __all__ = [
     "CONFIG_FORMAT",
     "DEEPSPEED_CONFIG",
+    "LR_SCHEDULERS",
     "MIXED_PRECISION",
     "TrainConfig",
     "default_run_name",
@@ -37,6 +38,7 @@ CONFIG_FORMAT = "ouro-train-config"
 #: precision ("auto" there) are filled in from the run's config.
 DEEPSPEED_CONFIG = Path(ouro.__file__).resolve().parent / "assets" / "deepspeed" / "zero2.json"
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULERS = ("constant", "cosine", "linear")
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -59,6 +61,7 @@ class TrainConfig:
     lr: float = 1e-5  #: AdamW learning rate (paper)
     weight_decay: float = 0.01  #: AdamW weight decay (torch's default, as the public code)
     warmup_steps: int = 0  #: linear learning-rate warm-up
+    lr_scheduler: str = "constant"  #: after the warm-up: "constant" (paper), or "cosine" / "linear" decay to 0 at max_steps
     max_grad_norm: float = 1.0  #: gradient clipping (paper); 0 = off
     feedback_prob: float = 0.5  #: probability of the feedback pass
     cfg_dropout: float = 0.1  #: conditioning dropout for classifier-free guidance
@@ -100,6 +103,8 @@ class TrainConfig:
             raise ValueError(f"model.generator.feedback {tuple(self.model.generator.feedback)} does not match ablation {self.ablation!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         if self.frame_choice not in ("every2", "linspace"):
             raise ValueError(f"frame_choice must be every2 or linspace, got {self.frame_choice!r}")
         for name in ("gpus", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):

@@ -39,7 +39,7 @@ from ouro.data.dataset import (
     read_kept,
 )
 from ouro.io.checkpoint import CheckpointError, load_checkpoint
-from ouro.pipelines.train import TrainConfig, build_models_for, read_run_config, run_training, write_run_config
+from ouro.pipelines.train import TrainConfig, build_models_for, lr_factor, read_run_config, run_training, write_run_config
 from ouro.pipelines.train_state import read_state
 from ouro.pipelines.train_step import JointModel, make_perceptual
 
@@ -286,7 +286,8 @@ def test_zero2_on_cpu_trains_a_few_steps(renders, tmp_path):
 def resumed(renders, tmp_path_factory) -> dict:
     """An uninterrupted 6-step run, and the same run killed (SIGKILL) after its first checkpoint, then resumed."""
     root = tmp_path_factory.mktemp("resume")
-    fields = dict(max_steps=6, checkpoint_every=2, checkpoints_total_limit=2, ema=True, seed=3, kept=str(renders.parent / "one.txt"))
+    fields = dict(max_steps=6, checkpoint_every=2, checkpoints_total_limit=2, ema=True, seed=3, kept=str(renders.parent / "one.txt"),
+                  warmup_steps=2, lr_scheduler="cosine")
     whole = tiny_config(renders, root / "whole", **fields)
     write_run_config(whole)
     run_training(whole)
@@ -294,6 +295,7 @@ def resumed(renders, tmp_path_factory) -> dict:
     killed = root / "killed"
     args = [OURO, "train", "--preset", "tiny", "--data", str(renders), "--kept", str(renders.parent / "one.txt"),
             "-o", str(killed), "--max-steps", "6", "--checkpoint-every", "2", "--checkpoints-total-limit", "2", "--ema", "--seed", "3", "--batch-size", "1",
+            "--warmup-steps", "2", "--lr-scheduler", "cosine",
             "--lr", "1e-3", "--lpips-weight", "0", "--sample-every", "0", "--workers", "0", "--mixed-precision", "no"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
@@ -315,6 +317,8 @@ def test_resume_after_a_kill_continues_exactly(resumed):
     assert result.resumed_from is not None and result.resumed_from >= 2 and result.step == 6
     whole, again = metrics(resumed["whole"]), metrics(resumed["killed"])
     assert [r["step"] for r in again] == list(range(1, 7))  # steps logged after the checkpoint were dropped and redone
+    # the learning rate each step used: warm-up over 2 steps, then a cosine to 0 after step 6
+    assert [round(r["lr"] / 1e-3, 4) for r in whole] == [0.5, 1.0, 1.0, 0.8536, 0.5, 0.1464]
     for a, b in zip(whole, again):
         for key in ("loss", "diffusion", "recon", "feedback", "lr"):
             assert math.isclose(a[key], b[key], rel_tol=1e-6, abs_tol=1e-9), (a["step"], key, a[key], b[key])
@@ -432,6 +436,22 @@ def test_cli_usage_errors_exit_2_and_write_nothing(renders, tmp_path, monkeypatc
         assert out.exit_code == 2, (args, out.output)
         assert message in out.output, (args, out.output)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_learning_rate_schedules():
+    """Warm-up ``(s + 1) / w``; after it constant, or a decay that ends at 0 after the last step."""
+    assert [lr_factor(s, 4, 10) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [lr_factor(s, 0, 4, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_factor(4, 0, 4, "linear") == 0.0 and lr_factor(9, 0, 4, "linear") == 0.0  # past the end: 0, not negative
+    cosine = [lr_factor(s, 10, 110, "cosine") for s in range(10, 111)]
+    assert cosine[0] == 1.0 and math.isclose(cosine[50], 0.5) and abs(cosine[-1]) < 1e-12
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ValueError, match="step"):
+        lr_factor(20, 0, 10, "step")
+    config = TrainConfig.create("tiny", data="d", output="r", lr_scheduler="cosine")
+    assert TrainConfig.from_dict(json.loads(config.to_json())).lr_scheduler == "cosine"
+    with pytest.raises(ValueError, match="lr_scheduler"):
+        dataclasses.replace(config, lr_scheduler="exponential").check()
 
 
 def test_run_config_round_trips_and_records_the_ablation(tmp_path):
