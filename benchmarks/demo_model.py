@@ -45,15 +45,18 @@ Sub-commands:
 * ``sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on held-out objects (the
   chair whose ground truth the tests ship, or the first N of a held-out list with eval-gso's ground
   truth), and view 0 against the input: does the model reproduce the view it was given?
-* ``table``: the benchmarks/README.md rows from ``ouro eval-gso`` output folders.
+* ``table``: the benchmarks/README.md rows from ``ouro eval-gso`` output folders; ``compare``: per
+  object, how often one folder beats another (a baseline) and the medians of both.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -296,6 +299,35 @@ def table(runs: list[Path], baselines: set[str]) -> None:
         print(f"| {run.name} ({len(summary['scored'])} objects) | " + " | ".join(cells) + " |")
 
 
+def compare(run: Path, baseline: Path, worst: int = 5) -> None:
+    """Per-object comparison of two ``ouro eval-gso`` folders (``metrics.csv``): for each score, the
+    objects on which ``run`` is better, and both medians; then the objects where ``baseline`` leads
+    most on view PSNR. A baseline without splat scores (white, copy-input) uses its views for both."""
+
+    def rows(folder: Path) -> dict[str, dict[str, str]]:
+        with open(folder / "metrics.csv", newline="", encoding="utf-8") as f:
+            return {r["object"]: r for r in csv.DictReader(f) if r["status"] == "scored"}
+
+    ours, theirs = rows(run), rows(baseline)
+    common = sorted(ours.keys() & theirs.keys())
+    if not common:
+        raise SystemExit(f"{run} and {baseline} score no object in common")
+    print(f"| score ({len(common)} objects) | {run.name} better on | median {run.name} | median {baseline.name} |")
+    print("|---|---|---|---|")
+    for part in ("views", "splats"):
+        for metric in ("psnr", "ssim", "lpips"):
+            key = f"{metric}_{part}"
+            other = key if theirs[common[0]][key] else f"{metric}_views"
+            a = [float(ours[o][key]) for o in common]
+            b = [float(theirs[o][other]) for o in common]
+            better = sum((x < y) if metric == "lpips" else (x > y) for x, y in zip(a, b))
+            print(f"| {part} {metric.upper()} | {better} | {statistics.median(a):.4g} | {statistics.median(b):.4g} |")
+    lead = {o: float(theirs[o]["psnr_views"]) - float(ours[o]["psnr_views"]) for o in common}
+    gap = [o for o in sorted(common, key=lead.get, reverse=True) if lead[o] > 0][:worst]
+    print(f"\nlargest view-PSNR leads of {baseline.name}: " + (", ".join(
+        f"{o} {float(theirs[o]['psnr_views']):.1f} vs {float(ours[o]['psnr_views']):.1f}" for o in gap) or "none"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("table", help="markdown rows from eval-gso output folders")
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--baselines", default="white,copy-input", help="runs whose views stand in for splats")
+    p = sub.add_parser("compare", help="per-object wins and medians of an eval-gso folder against another (a baseline)")
+    p.add_argument("run", type=Path)
+    p.add_argument("baseline", type=Path)
     args = parser.parse_args(argv)
     if args.command == "models":
         objs = furniture_models(args.output, args.cache, args.catalogue)
@@ -348,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
         denoise_check(args.checkpoint, args.renders, args.objects)
     elif args.command == "figure":
         figure(args.sample_dir, args.output)
+    elif args.command == "compare":
+        compare(args.run, args.baseline)
     else:
         table(args.runs, set(args.baselines.split(",")))
 
