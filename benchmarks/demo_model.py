@@ -17,6 +17,8 @@ commands users run; this script only does the glue around them::
     python benchmarks/demo_model.py baselines --objects renders/heldout.txt --inputs eval/white -o baselines
     ouro eval-gso ... --predictions baselines/copy-input -o eval/copy-input
     ouro eval-gso ... --model demo -o eval/demo            (and --no-feedback -o eval/demo-no-feedback)
+    python benchmarks/demo_model.py table eval/white eval/copy-input eval/demo eval/demo-no-feedback
+    python benchmarks/demo_model.py compare eval/demo eval/copy-input      # per object: wins, medians
 
     # shipping
     python benchmarks/demo_model.py pack runs/demo/final -o ouro/assets/demo
