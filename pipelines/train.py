@@ -77,7 +77,7 @@ from .train_state import (
 )
 from .train_step import ABLATIONS, JointModel, StepOutput, make_perceptual
 from .train_config import (
-    CONFIG_FORMAT, DEEPSPEED_CONFIG, MIXED_PRECISION, TrainConfig, default_run_name, init_compat,
+    CONFIG_FORMAT, DEEPSPEED_CONFIG, LR_SCHEDULERS, MIXED_PRECISION, TrainConfig, default_run_name, init_compat,
     read_run_config, write_run_config,
 )
 from .train_init import build_models_for, models_with
@@ -212,7 +212,7 @@ def lr_factor(step: int, warmup: int, total: int, shape: str = "constant") -> fl
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if shape == "linear":
         return 1.0 - progress
-    raise ValueError(f"unknown learning-rate schedule {shape!r}; use constant, cosine or linear")
+    raise ValueError(f"unknown learning-rate schedule {shape!r}; use one of {LR_SCHEDULERS}")
 
 
 def _json_safe(d: dict) -> dict:
