@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from enum import Enum
+from typing import Iterable, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +18,14 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``ouro: error: <message>`` on one line of stderr and exit with ``code``."""
     err_console.print(f"[bold red]ouro: error:[/] {message}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def choice_enum(name: str, values: Iterable[str]) -> type[Enum]:
+    """A ``str`` Enum whose members are ``values`` (name = value), for a Typer option with those choices.
+
+    Built from the pipelines' own tuples (:mod:`ouro.pipelines.choices`) so the CLI never repeats them.
+    """
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
 def not_implemented(command: str) -> NoReturn:

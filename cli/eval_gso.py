@@ -10,8 +10,10 @@ import typer
 from rich.markup import escape
 
 from ouro.paths import GSO_ROOT_ENV, resolve_gso_root
+from ouro.pipelines.choices import UP_AXES
 
-from ._common import err_console, fail, resolve_device_dtype
+from ._common import choice_enum, err_console, fail, resolve_device_dtype
+from .render import Engine
 from .sample import ModelChoice
 
 
@@ -20,14 +22,7 @@ class LpipsNet(str, Enum):
     vgg = "vgg"
 
 
-class Engine(str, Enum):
-    cycles = "cycles"
-    workbench = "workbench"
-
-
-class UpAxis(str, Enum):
-    z = "z"
-    y = "y"
+UpAxis = choice_enum("UpAxis", UP_AXES)
 
 
 def _means_line(label: str, means: dict | None) -> str:

@@ -13,20 +13,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from ouro.geometry.cameras import OFFICIAL_FOV_DEG, OFFICIAL_RADIUS
+from ouro.conventions import OFFICIAL_FOV_DEG, OFFICIAL_RADIUS
 from ouro.paths import DEFAULT_RENDER_DIR
+from ouro.pipelines.choices import ENGINES, NORMALIZE_MODES
 
-from ._common import err_console, fail
-
-
-class Engine(str, Enum):
-    cycles = "cycles"
-    workbench = "workbench"
+from ._common import choice_enum, err_console, fail
 
 
-class Normalize(str, Enum):
-    diagonal = "diagonal"
-    extent = "extent"
+Engine = choice_enum("Engine", ENGINES)
+Normalize = choice_enum("Normalize", NORMALIZE_MODES)
 
 
 def _download_default() -> bool:

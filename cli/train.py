@@ -11,41 +11,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ouro.conventions import FRAME_CHOICES
 from ouro.paths import DEFAULT_RENDER_DIR, DEFAULT_RUNS_DIR
+from ouro.pipelines.choices import ABLATIONS, LR_SCHEDULERS, MIXED_PRECISION, RECON_LOSSES
 
-from ._common import err_console, fail
-
-
-class MixedPrecision(str, Enum):
-    no = "no"
-    fp16 = "fp16"
-    bf16 = "bf16"
+from ._common import choice_enum, err_console, fail
 
 
-class Ablation(str, Enum):
-    """Paper Table 2 rows."""
-
-    separate = "separate"  # G frozen, no feedback
-    joint = "joint"  # joint training, no feedback
-    ccm = "ccm"  # coordinate-map feedback only
-    rgb = "rgb"  # colour feedback only
-    full = "full"  # both (the paper's model)
-
-
-class FrameChoice(str, Enum):
-    every2 = "every2"
-    linspace = "linspace"
-
-
-class LRScheduler(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-    linear = "linear"
-
-
-class ReconLoss(str, Enum):
-    mse = "mse"
-    l1 = "l1"
+MixedPrecision = choice_enum("MixedPrecision", MIXED_PRECISION)
+Ablation = choice_enum("Ablation", ABLATIONS)
+FrameChoice = choice_enum("FrameChoice", FRAME_CHOICES)
+LRScheduler = choice_enum("LRScheduler", LR_SCHEDULERS)
+ReconLoss = choice_enum("ReconLoss", RECON_LOSSES)
 
 
 #: Options that may change when a run is resumed (they do not change what a step computes).

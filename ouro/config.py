@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ouro.geometry.cameras import OFFICIAL_FOV_DEG, OFFICIAL_RADIUS
+from ouro.conventions import OFFICIAL_FOV_DEG, OFFICIAL_RADIUS
 
 __all__ = [
     "CameraConfig",

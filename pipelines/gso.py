@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 import ouro
+from ouro.pipelines.choices import UP_AXES
 from ouro.pipelines.render import pid_alive
 
 __all__ = [
@@ -388,9 +389,6 @@ def missing_objects_message(root: Path, missing: Iterable[str], total: int, netw
 
 
 # -- meshes -------------------------------------------------------------------------------------
-UP_AXES = ("z", "y")
-
-
 def up_axis_to_ours(points: np.ndarray, up_axis: str = "z") -> np.ndarray:
     """``[N, 3]`` file coordinates to ouro's +y-up frame: ``(x, y, z) -> (x, z, -y)`` for +z-up files."""
     if up_axis not in UP_AXES:

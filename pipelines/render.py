@@ -67,6 +67,7 @@ from ouro.geometry.coordinate_maps import unproject_depth
 from ouro.io.files import file_sha256
 from ouro.paths import cache_dir
 
+from .choices import ENGINES, NORMALIZE_MODES
 from .render_inputs import ObjectSource, collect_sources, parse_shard, select_shard, shard_index
 
 __all__ = [
@@ -84,8 +85,6 @@ __all__ = [
     "shard_index",
 ]
 
-ENGINES = ("cycles", "workbench")
-NORMALIZE_MODES = ("diagonal", "extent")
 DATA_DIR = Path(ouro.__file__).resolve().parent / "data"
 WORKER = DATA_DIR / "blender_worker.py"
 LAUNCHER = DATA_DIR / "bproc_launcher.py"

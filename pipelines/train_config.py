@@ -19,6 +19,9 @@ import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.io.checkpoint import CHECKPOINT_FILE, is_checkpoint
 
+from ouro.conventions import FRAME_CHOICES
+
+from .choices import LR_SCHEDULERS, MIXED_PRECISION
 from .train_step import StepSettings, ablation_feedback
 
 __all__ = [
@@ -37,8 +40,6 @@ CONFIG_FORMAT = "ouro-train-config"
 #: The shipped DeepSpeed ZeRO-2 config (package data of ``ouro``); batch, accumulation, clipping and
 #: precision ("auto" there) are filled in from the run's config.
 DEEPSPEED_CONFIG = Path(ouro.__file__).resolve().parent / "assets" / "deepspeed" / "zero2.json"
-MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULERS = ("constant", "cosine", "linear")
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -105,7 +106,7 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
-        if self.frame_choice not in ("every2", "linspace"):
+        if self.frame_choice not in FRAME_CHOICES:
             raise ValueError(f"frame_choice must be every2 or linspace, got {self.frame_choice!r}")
         for name in ("gpus", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
             if getattr(self, name) < 1:

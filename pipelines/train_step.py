@@ -50,17 +50,10 @@ from ouro.diffusion import P_MEAN, P_STD, denoised, loss_weight, precondition, s
 from ouro.models.feedback import FeedbackMaps, render_feedback
 from ouro.models.svd_parts import FPS_ID, MOTION_BUCKET_ID
 
+from .choices import ABLATIONS, RECON_LOSSES
+
 __all__ = ["ABLATIONS", "StepSettings", "StepOutput", "JointModel", "ablation_feedback", "make_perceptual"]
 
-#: Paper Table 2 rows: name -> (G trained jointly, feedback maps fed to F).
-ABLATIONS: dict[str, tuple[bool, tuple[str, ...]]] = {
-    "separate": (False, ()),
-    "joint": (True, ()),
-    "ccm": (True, ("ccm",)),
-    "rgb": (True, ("rgb",)),
-    "full": (True, ("rgb", "ccm")),
-}
-RECON_LOSSES = ("mse", "l1")
 _STEP_STREAM, _COIN_STREAM = 0x57E9, 0xC011
 
 

@@ -101,3 +101,12 @@ def test_console_script_runs():
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "eval-gso" in out.stdout
+
+
+def test_the_command_line_loads_without_torch():
+    """`ouro --help` must not wait for torch (~2.5 s here): option vocabularies and camera defaults
+    come from torch-free modules (ouro.pipelines.choices, ouro.conventions); torch loads in a command."""
+    code = "import sys, ouro.cli.main; print(sorted(m for m in ('torch', 'numpy', 'diffusers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -46,6 +46,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from ouro.conventions import FRAME_CHOICES
 from ouro.geometry.cameras import blender_to_ours, intrinsics_from_fov, to_condition_frame
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "read_kept",
 ]
 
-FRAME_CHOICES = ("every2", "linspace")
 #: What a uid may look like (folder names, kept-list lines): no separators, no leading dot.
 UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 META = "meta.json"

@@ -31,11 +31,12 @@ Converters at the edges
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from ouro.conventions import OFFICIAL_FOV_DEG, OFFICIAL_FRAME_INDICES, OFFICIAL_RADIUS
 
 __all__ = [
     "BLENDER_TO_OURS",
@@ -58,12 +59,6 @@ __all__ = [
     "from_condition_frame",
 ]
 
-#: Field of view (deg) of the public checkpoint's cameras: 2 * atan(18 / 50), a 50 mm lens on a 36 mm sensor.
-OFFICIAL_FOV_DEG = math.degrees(2 * math.atan(18 / 50))
-#: Camera distance of the public checkpoint's inference cameras (hyper/c2w.npy), object units.
-OFFICIAL_RADIUS = 1.741697
-#: Frames of a 16-frame orbit used as the 8 views, ``linspace(0, 15, 8).astype(int)``.
-OFFICIAL_FRAME_INDICES = (0, 2, 4, 6, 8, 10, 12, 15)
 
 #: Rotation taking Blender world coordinates (+z up, front view looks along +y) to ours (+y up):
 #: ``(x, y, z)_blender -> (x, z, -y)_ours``.
