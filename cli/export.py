@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import Progress
 
-from ._common import fail
+from ouro.pipelines.choices import EXPORT_FORMATS
 
+from ._common import choice_enum, fail
 
-class ExportFormat(str, Enum):
-    ply = "ply"
-    glb = "glb"
-    obj = "obj"
+ExportFormat = choice_enum("ExportFormat", EXPORT_FORMATS)
 
 
 def _resolve_output(gaussians: Path, output: Path, format: Optional[ExportFormat]) -> tuple[Path, str]:

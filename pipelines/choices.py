@@ -6,7 +6,7 @@ them (:func:`ouro.cli._common.choice_enum`), so a choice is added in one place.
 
 from __future__ import annotations
 
-__all__ = ["ABLATIONS", "ENGINES", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES", "RECON_LOSSES", "UP_AXES"]
+__all__ = ["ABLATIONS", "ENGINES", "EXPORT_FORMATS", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES", "RECON_LOSSES", "UP_AXES"]
 
 #: Blender render engines of ``ouro render`` (and of eval's ground truth).
 ENGINES = ("cycles", "workbench")
@@ -14,6 +14,8 @@ ENGINES = ("cycles", "workbench")
 NORMALIZE_MODES = ("diagonal", "extent")
 #: Up axis of GSO meshes: ``z`` (the scanned originals) or ``y`` (glTF-style exports).
 UP_AXES = ("z", "y")
+#: Files of ``ouro export``: ``ply`` (the splats) or a vertex-coloured mesh (``glb``, ``obj``).
+EXPORT_FORMATS = ("ply", "glb", "obj")
 #: Mixed-precision modes of accelerate.
 MIXED_PRECISION = ("no", "fp16", "bf16")
 #: Learning rate after the warm-up: constant (the paper), or decayed to 0 at the last step.

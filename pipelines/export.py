@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
@@ -23,9 +23,9 @@ from ouro.gaussians.ply import read_ply, write_ply
 from ouro.geometry.cameras import intrinsics_from_fov, orbit_cameras
 from ouro.io.mesh import ColoredMesh, tsdf_fuse, write_mesh
 
-__all__ = ["MeshSettings", "export", "gaussians_to_mesh", "object_extent"]
+from .choices import EXPORT_FORMATS
 
-ExportFormat = Literal["ply", "glb", "obj"]
+__all__ = ["MeshSettings", "export", "gaussians_to_mesh", "object_extent"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def gaussians_to_mesh(
 def export(
     src: str | Path,
     dst: str | Path,
-    format: ExportFormat | None = None,
+    format: str | None = None,
     settings: MeshSettings = MeshSettings(),
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -113,7 +113,7 @@ def export(
     """
     src, dst = Path(src), Path(dst)
     fmt = format or dst.suffix.lower().lstrip(".")
-    if fmt not in ("ply", "glb", "obj"):
+    if fmt not in EXPORT_FORMATS:
         raise ValueError(f"{dst}: unknown export format {fmt!r}; use ply, glb or obj")
     gaussians = read_ply(src)
     if gaussians.num_gaussians == 0:

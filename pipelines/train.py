@@ -75,9 +75,10 @@ from .train_state import (
     save_tensors,
     tensors_to_cpu,
 )
-from .train_step import ABLATIONS, JointModel, StepOutput, make_perceptual
+from .choices import ABLATIONS, LR_SCHEDULERS, MIXED_PRECISION
+from .train_step import JointModel, StepOutput, make_perceptual
 from .train_config import (
-    CONFIG_FORMAT, DEEPSPEED_CONFIG, LR_SCHEDULERS, MIXED_PRECISION, TrainConfig, default_run_name, init_compat,
+    CONFIG_FORMAT, DEEPSPEED_CONFIG, TrainConfig, default_run_name, init_compat,
     read_run_config, write_run_config,
 )
 from .train_init import build_models_for, models_with
