@@ -233,7 +233,8 @@ def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None
           limit: int | None = None) -> None:
     """Sampling settings scored on held-out objects: means of the 7 novel views and of the splats over
     the objects, and how well view 0 reproduces the input itself. ``specs``:
-    ``SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX`` each.
+    ``SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX[,anchor|no-anchor]`` each (the last: hold view 0
+    to the input or not; the model's setting when left out).
 
     The objects: by default the held-out chair shipped with the tests; else the first ``limit`` of
     ``objects`` (a uid list) with their ground truth in ``gt_root`` (an ``ouro eval-gso --gt-dir``
@@ -277,12 +278,15 @@ def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None
     print(f"| input copied | {scores([(gt[:1].expand(7, -1, -1, -1), gt) for gt in gts])} | - | - |")
     base = pipe.config
     for spec in specs:
-        smin, steps, seed, gmin, gmax = spec.split(",")
+        smin, steps, seed, gmin, gmax, *extra = spec.split(",")
+        if extra not in ([], ["anchor"], ["no-anchor"]):
+            sys.exit(f"sweep: {spec}: the sixth field, if any, is anchor or no-anchor")
         pipe.config = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, sigma_min=float(smin)))
-        settings = SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax)))
+        settings = SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax)),
+                                   anchor_input={"anchor": True, "no-anchor": False}.get(extra[0]) if extra else None)
         outs = [pipe(cond, settings) for cond in conds]
         splats = [render_splats(out.gaussians, cams, 64, compat=pipe.compat) for out in outs]
-        print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax} "
+        print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax}{''.join(', ' + e for e in extra)} "
               f"| {scores([(o.views[1:], gt) for o, gt in zip(outs, gts)])} "
               f"| {scores([(sp[1:], gt) for sp, gt in zip(splats, gts)])} | {view0([o.views for o in outs])} |", flush=True)
 
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sample_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p = sub.add_parser("sweep", help="sampling settings scored on held-out objects (default: the chair the tests ship)")
-    p.add_argument("specs", nargs="+", help="SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX, e.g. 0.002,20,0,1,3")
+    p.add_argument("specs", nargs="+", help="SIGMA_MIN,STEPS,SEED,GUIDANCE_MIN,GUIDANCE_MAX[,anchor|no-anchor], e.g. 0.002,20,0,1,3")
     p.add_argument("--checkpoint", type=Path, help="default: the embedded demo")
     p.add_argument("--gt-root", type=Path, help="ground-truth renders at the evaluation cameras (eval-gso --gt-dir's tag folder)")
     p.add_argument("--objects", type=Path, help="uid list of the objects to score, with --gt-root")

@@ -44,6 +44,7 @@ def eval_gso(
     count_input: Annotated[bool, typer.Option("--count-input/--skip-input", help="Whether the input view counts in the metrics (the public code counts it).")] = True,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the paper preset).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback/--no-feedback", help="Sample with 3D feedback (Algorithm 2), or the two-stage baseline: denoise fully, then reconstruct once.")] = True,
+    anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the condition image while sampling (`ouro sample --anchor-input`). Default: the model's.", show_default=False)] = None,
     resolution: Annotated[Optional[int], typer.Option(min=32, help="Ground-truth render and metric size, pixels. Default: the model's view size (512), or 512 with --predictions.")] = None,
     gt_dir: Annotated[Optional[Path], typer.Option(help="Cache of ground-truth renders, shared between runs. Default: <output>/gt.")] = None,
     engine: Annotated[Engine, typer.Option(help="Ground-truth renderer (`ouro render --engine`): cycles, or workbench for quick checks.")] = Engine.cycles,
@@ -89,7 +90,8 @@ def eval_gso(
             fail(escape(str(e)))
     size = resolution or (pipe.config.generator.image_size if pipe is not None else 512)
     settings = evaluate.EvalSettings(
-        resolution=size, engine=engine.value, samples=samples, seed=seed, steps=steps, feedback=feedback, count_input=count_input,
+        resolution=size, engine=engine.value, samples=samples, seed=seed, steps=steps, feedback=feedback,
+        anchor_input=anchor_input, count_input=count_input,
         lpips_net=lpips_net.value, points=points, mesh=mesh, up_axis=up_axis.value, workers=workers,
     )
     root = resolve_gso_root(gso_root)

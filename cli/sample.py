@@ -45,6 +45,7 @@ def sample(
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights and the demo).", show_default=False)] = None,
+    anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the input image at every step, so F and the reconstructor read the exact input (not in the paper). Default: the model's (off for the public weights, on for the demo).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
@@ -84,7 +85,7 @@ def sample(
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
-    settings = SampleSettings(steps, not no_feedback, window, scales, seed, save_intermediate, fast)
+    settings = SampleSettings(steps, not no_feedback, window, scales, seed, save_intermediate, fast, anchor_input)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]

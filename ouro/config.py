@@ -101,6 +101,11 @@ class DiffusionConfig:
     num_steps: int = 25
     guidance_min: float = 1.0  #: classifier-free guidance of the first frame
     guidance_max: float = 3.0  #: ... rising linearly to the last frame
+    #: sampling only: hold view 0 (the input's view) to the input image at every step, i.e. set its
+    #: x0 estimate to the input's latent and its sample to that latent plus fixed noise at the
+    #: step's sigma (the replacement method of Ho et al. 2022, "Video Diffusion Models"). F and G
+    #: then read the exact input as view 0. Not in the paper; off for the paper preset.
+    anchor_input: bool = False
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,8 @@ class EvalSettings:
         seed: sampling seed (same seed, same views).
         steps: sampling steps; None = the model config's (``paper``: 25).
         feedback: sample with 3D feedback (Algorithm 2); False = the two-stage baseline.
+        anchor_input: hold view 0 to the condition image while sampling; None = the model's
+            (``DiffusionConfig.anchor_input``).
         count_input: whether view 0 (the input view) counts in the means.
         lpips_net: ``alex`` (the public code) or ``vgg``.
         points: points per side for the geometry metrics; 0 turns them off.
@@ -158,6 +160,7 @@ class EvalSettings:
     seed: int = 0
     steps: int | None = None
     feedback: bool = True
+    anchor_input: bool | None = None
     count_input: bool = True
     lpips_net: str = "alex"
     points: int = DEFAULT_POINTS
@@ -557,10 +560,11 @@ def run_evaluation(
         if not predictions.is_dir():
             raise EvalError(f"--predictions {predictions}: no such folder (expected <object>/views/000.png ..)")
         cameras = EvalCameras()
-        steps = None
+        steps = anchored = None
     else:
         cameras = EvalCameras.from_config(pipe.config.camera)
         steps = settings.steps or int(pipe.config.diffusion.num_steps)
+        anchored = settings.anchor_input if settings.anchor_input is not None else bool(pipe.config.diffusion.anchor_input)
     if settings.up_axis not in gso.UP_AXES:
         raise EvalError(f"--up-axis {settings.up_axis!r}: choose z (GSO) or y")
     gt_dir_tagged = gt_root / gt_tag(cameras, settings)
@@ -572,6 +576,7 @@ def run_evaluation(
         "seed": settings.seed if predictions is None else None,
         "steps": steps,
         "feedback": settings.feedback if predictions is None else None,
+        "anchor_input": anchored,
         "resolution": settings.resolution,
         "cameras": asdict(cameras),
         "ground_truth": {"engine": settings.engine, "samples": settings.samples, "normalize": "diagonal",
@@ -697,7 +702,8 @@ def run_evaluation(
     extra = {
         "method": method,
         "settings": {"resolution": settings.resolution, "engine": settings.engine, "samples": settings.samples,
-                     "seed": key["seed"], "steps": steps, "feedback": key["feedback"], "points": settings.points, "mesh": settings.mesh,
+                     "seed": key["seed"], "steps": steps, "feedback": key["feedback"],
+                     "anchor_input": key["anchor_input"], "points": settings.points, "mesh": settings.mesh,
                      "up_axis": settings.up_axis, "cameras": asdict(cameras), "model": model_description,
                      "checkpoint": key["checkpoint"], "predictions": key["predictions"],
                      "ground_truth": str(gt_dir_tagged)},
@@ -713,7 +719,8 @@ def run_evaluation(
     _write_json_atomic(output / SUMMARY, summary)
     what = (f"predictions from {predictions}" if predictions is not None
             else f"{model_description}, seed {settings.seed}, {steps} steps"
-            + ("" if settings.feedback else ", no feedback (two-stage)"))
+            + ("" if settings.feedback else ", no feedback (two-stage)")
+            + (", view 0 anchored to the input" if key["anchor_input"] else ""))
     settings_line = (f"{what}; ground truth: ouro render ({settings.engine}), {cameras.num_views} views at elevation 0, "
                      f"radius {cameras.radius:g}, fov {cameras.fov_deg:.3f} deg, {settings.resolution} px.")
     _write_text_atomic(output / REPORT, report_markdown(summary, rows, method, settings.resolution, settings_line, OBJECTS))
@@ -749,7 +756,7 @@ def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, s
     cond = condition_view(gt_views, pipe.config.generator.image_size)
     Image.fromarray(_to_uint8(cond)).save(folder / "input.png")
     t0 = time.time()
-    out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed))
+    out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed, anchor_input=settings.anchor_input))
     t_sample = time.time() - t0
     _write_views(folder / "views", out.views)
     write_ply(folder / "gaussians.ply", out.gaussians)

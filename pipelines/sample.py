@@ -48,6 +48,9 @@ class SampleSettings:
     #: fast setting: before the last step decode only the 4 views G reads (SVD's temporal decoder
     #: mixes frames, so they differ slightly from an 8-frame decode; see benchmarks/README.md)
     decode_reconstructor_views_only: bool = False
+    #: hold view 0 to the input image at every step (``DiffusionConfig.anchor_input``); None = the
+    #: model config's (off for the public weights, on for the demo)
+    anchor_input: bool | None = None
 
     def uses_feedback(self, step: int) -> bool:
         """Whether step ``step`` reads the maps rendered after step ``step - 1``."""
@@ -73,7 +76,8 @@ class SampleOutput:
     """One sampled object.
 
     Attributes:
-        views: ``[V, 3, H, W]`` generated views in [0, 1]; view 0 is the input view.
+        views: ``[V, 3, H, W]`` generated views in [0, 1]; view 0 is the input's view (the
+            input itself, through the codec, when the input is anchored).
         gaussians: the final Gaussians, unbatched ``[N, *]``.
         c2w, K_norm: ``[V, 4, 4]`` / ``[V, 3, 3]`` the views' cameras (library convention).
         timings: seconds per stage (``condition``, ``unet``, ``decode``, ``reconstruct``, ``render``).
@@ -200,6 +204,12 @@ class SamplePipeline:
         h = w = size // down
         latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
         latents = latents * sampler.init_noise_sigma
+        anchored = self.anchors_input(settings)
+        if anchored:  # view 0 is the clean input's latent plus this fixed noise at each step's sigma
+            vae = m.conditioner.vae
+            anchor = vae.encode(cond_image.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor  # [1, C, h, w]
+            anchor_noise = latents[:, 0] / sampler.init_noise_sigma
+            latents[:, 0] = anchor + sampler.sigmas[0] * anchor_noise
 
         # 4. denoising loop with 3D feedback
         maps: FeedbackMaps | None = None
@@ -226,6 +236,9 @@ class SamplePipeline:
             if guided:
                 model_out = apply_guidance(model_out[:1], model_out[1:], scales)
             step = sampler.step(model_out.float(), i, latents)
+            if anchored:
+                step.pred_original_sample[:, 0] = anchor
+                step.prev_sample[:, 0] = anchor + sampler.sigmas[i + 1] * anchor_noise
             # the last Euler step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
             latents = (step.pred_original_sample if i == settings.num_steps - 1 else step.prev_sample).float()
             timings["unet"] += tick() - t0
@@ -285,9 +298,15 @@ class SamplePipeline:
             return settings.guidance
         return float(self.config.diffusion.guidance_min), float(self.config.diffusion.guidance_max)
 
+    def anchors_input(self, settings: SampleSettings) -> bool:
+        """Whether view 0 is held to the input: the settings', else the model config's."""
+        if settings.anchor_input is not None:
+            return bool(settings.anchor_input)
+        return bool(self.config.diffusion.anchor_input)
+
     def describe(self, settings: SampleSettings) -> dict:
-        """Settings (guidance resolved) and model facts for meta.json."""
-        settings = replace(settings, guidance=self.guidance(settings))
+        """Settings (guidance and anchoring resolved) and model facts for meta.json."""
+        settings = replace(settings, guidance=self.guidance(settings), anchor_input=self.anchors_input(settings))
         return {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
             "preset": self.config.name,

@@ -67,7 +67,10 @@ def test_sample_and_eval_lines_parse():
     assert params["images"] == (Path("img.png"),) or list(params["images"]) == [Path("img.png")]
     assert params["output"] == Path("out/")
     assert params["steps"] is None and params["seed"] == 0  # None: the model's own step count
-    assert parse("eval-gso")["gso_root"] is None
+    assert params["anchor_input"] is None  # None: the model's own setting (the demo anchors view 0)
+    assert parse("sample img.png --no-anchor-input")["anchor_input"] is False
+    assert parse("eval-gso")["gso_root"] is None and parse("eval-gso")["anchor_input"] is None
+    assert parse("eval-gso --anchor-input")["anchor_input"] is True
     assert parse("export g.ply -o m.glb --format obj")["format"].value == "obj"
 
 

@@ -53,3 +53,24 @@ def test_training_builds_the_pixel_codec_for_a_pixel_preset(tmp_path):
     generator, _, conditioner, model_cfg, notes = build_models_for(TrainConfig(model=config, data=str(tmp_path), output=str(tmp_path / "run")))
     assert isinstance(conditioner.vae, PixelShuffleVAE) and generator.config.codec == "pixel"
     assert generator.to_ouro_config() == config.generator
+
+
+def test_anchoring_holds_view_0_to_the_input_at_every_step():
+    models = pixel_models()
+    pipe = SamplePipeline(models)
+    assert models.config.diffusion.anchor_input is False  # off unless the model or the caller asks
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    free = pipe(image, SampleSettings(num_steps=3, seed=0, save_intermediate=True))
+    held = pipe(image, SampleSettings(num_steps=3, seed=0, save_intermediate=True, anchor_input=True))
+    # the pixel codec is exact, so every step's x0 estimate of view 0 (what G reads) is the input itself
+    for record in held.steps:
+        torch.testing.assert_close(record.x0_views[0], image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(held.views[0], image, rtol=0, atol=1e-6)
+    assert (free.views[0] - image).abs().max() > 0.1  # random weights do not reproduce it by themselves
+    assert (free.views[1:] - held.views[1:]).abs().max() > 1e-3  # the other views see the anchored view
+    # the model config's default is used when the settings leave it open, and meta.json records it
+    pipe.config = replace(models.config, diffusion=replace(models.config.diffusion, anchor_input=True))
+    by_config = pipe(image, SampleSettings(num_steps=3, seed=0))
+    assert torch.equal(by_config.views, held.views)
+    assert pipe.describe(SampleSettings())["settings"]["anchor_input"] is True
+    assert pipe.describe(SampleSettings(anchor_input=False))["settings"]["anchor_input"] is False

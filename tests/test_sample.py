@@ -41,7 +41,8 @@ def image():
 def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     src = object_image(tmp_path / "duck.png")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", str(STEPS), "--video-frames", "12"])
+    result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", str(STEPS), "--video-frames", "12",
+                                 "--anchor-input"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "meta.json", "orbit.mp4", "views", "views.png"]
     views = sorted((out / "views").iterdir())
@@ -54,6 +55,7 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["settings"]["num_steps"] == STEPS and meta["settings"]["seed"] == 0
     assert meta["settings"]["guidance"] == [1.0, 3.0]  # the tiny config's, resolved
+    assert meta["settings"]["anchor_input"] is True  # the flag, over the tiny config's False
     assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
