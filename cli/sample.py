@@ -44,7 +44,7 @@ def sample(
     steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 20 for the demo).", show_default=False)] = None,
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
-    guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights and the demo).", show_default=False)] = None,
+    guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights, 2:2 for the demo).", show_default=False)] = None,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the input image at every step, so F and the reconstructor read the exact input (not in the paper). Default: the model's (off for the public weights, on for the demo).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
