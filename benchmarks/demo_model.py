@@ -279,11 +279,12 @@ def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None
     base = pipe.config
     for spec in specs:
         smin, steps, seed, gmin, gmax, *extra = spec.split(",")
-        if extra not in ([], ["anchor"], ["no-anchor"]):
+        anchoring = {"anchor": True, "no-anchor": False}
+        if len(extra) > 1 or (extra and extra[0] not in anchoring):
             sys.exit(f"sweep: {spec}: the sixth field, if any, is anchor or no-anchor")
         pipe.config = dataclasses.replace(base, diffusion=dataclasses.replace(base.diffusion, sigma_min=float(smin)))
         settings = SampleSettings(num_steps=int(steps), seed=int(seed), guidance=(float(gmin), float(gmax)),
-                                   anchor_input={"anchor": True, "no-anchor": False}.get(extra[0]) if extra else None)
+                                   anchor_input=anchoring[extra[0]] if extra else None)
         outs = [pipe(cond, settings) for cond in conds]
         splats = [render_splats(out.gaussians, cams, 64, compat=pipe.compat) for out in outs]
         print(f"| sigma_min {smin}, {steps} steps, seed {seed}, guidance {gmin}-{gmax}{''.join(', ' + e for e in extra)} "

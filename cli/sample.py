@@ -85,7 +85,8 @@ def sample(
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
-    settings = SampleSettings(steps, not no_feedback, window, scales, seed, save_intermediate, fast, anchor_input)
+    settings = SampleSettings(num_steps=steps, feedback=not no_feedback, feedback_steps=window, guidance=scales, seed=seed,
+                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]

@@ -564,7 +564,7 @@ def run_evaluation(
     else:
         cameras = EvalCameras.from_config(pipe.config.camera)
         steps = settings.steps or int(pipe.config.diffusion.num_steps)
-        anchored = settings.anchor_input if settings.anchor_input is not None else bool(pipe.config.diffusion.anchor_input)
+        anchored = pipe.anchors_input(settings.anchor_input)
     if settings.up_axis not in gso.UP_AXES:
         raise EvalError(f"--up-axis {settings.up_axis!r}: choose z (GSO) or y")
     gt_dir_tagged = gt_root / gt_tag(cameras, settings)

@@ -41,7 +41,7 @@ class SampleSettings:
     feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
     feedback_steps: tuple[int, int] | None = None  #: steps ``[start, end)`` that read feedback; None = all
     #: classifier-free guidance of the first and last view; None = the model config's
-    #: ``(guidance_min, guidance_max)`` (1 and 3 for SVD and the demo)
+    #: ``(guidance_min, guidance_max)`` (1 and 3 for SVD, 2 and 2 for the demo)
     guidance: tuple[float, float] | None = None
     seed: int = 0
     save_intermediate: bool = False  #: keep each step's x0 views and splat renders
@@ -204,7 +204,7 @@ class SamplePipeline:
         h = w = size // down
         latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
         latents = latents * sampler.init_noise_sigma
-        anchored = self.anchors_input(settings)
+        anchored = self.anchors_input(settings.anchor_input)
         if anchored:  # view 0 is the clean input's latent plus this fixed noise at each step's sigma
             vae = m.conditioner.vae
             anchor = vae.encode(cond_image.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor  # [1, C, h, w]
@@ -298,15 +298,15 @@ class SamplePipeline:
             return settings.guidance
         return float(self.config.diffusion.guidance_min), float(self.config.diffusion.guidance_max)
 
-    def anchors_input(self, settings: SampleSettings) -> bool:
-        """Whether view 0 is held to the input: the settings', else the model config's."""
-        if settings.anchor_input is not None:
-            return bool(settings.anchor_input)
+    def anchors_input(self, anchor_input: bool | None) -> bool:
+        """Whether view 0 is held to the input: ``anchor_input`` (a setting), else the model config's."""
+        if anchor_input is not None:
+            return bool(anchor_input)
         return bool(self.config.diffusion.anchor_input)
 
     def describe(self, settings: SampleSettings) -> dict:
         """Settings (guidance and anchoring resolved) and model facts for meta.json."""
-        settings = replace(settings, guidance=self.guidance(settings), anchor_input=self.anchors_input(settings))
+        settings = replace(settings, guidance=self.guidance(settings), anchor_input=self.anchors_input(settings.anchor_input))
         return {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
             "preset": self.config.name,
