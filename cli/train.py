@@ -38,7 +38,7 @@ _FIELDS = (
 
 def train(
     ctx: typer.Context,
-    config: Annotated[Optional[Path], typer.Option(help="Run config JSON (a run's config.json reproduces it); overrides --preset.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Run config JSON: a run's config.json reproduces that run in --output (a new folder; the stored one is not reused), options given here win; or a model config (ouro.json's config) for the model alone. Overrides --preset.")] = None,
     preset: Annotated[str, typer.Option(help="Model preset: tiny, demo, small or paper (see ouro/config.py).")] = "paper",
     data: Annotated[Path, typer.Option(help="Render folder from `ouro render`.")] = DEFAULT_RENDER_DIR,
     kept: Annotated[Optional[Path], typer.Option(help="Kept-object list from `ouro filter`. Default: <data>/kept.txt when it exists, else every object.")] = None,

@@ -438,6 +438,31 @@ def test_cli_usage_errors_exit_2_and_write_nothing(renders, tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_config_reproduces_a_run_into_a_new_folder(renders, tmp_path):
+    """``--config`` with a run's config.json trains the same model and settings into ``--output``
+    (the stored run folder is not reused); options given on the command line win. A model config
+    (``ouro.json``'s ``config``) sets the model only."""
+    original = tiny_config(renders, tmp_path / "original", lr=2e-3, seed=3, max_steps=5)
+    original = dataclasses.replace(original, model=dataclasses.replace(
+        original.model, generator=dataclasses.replace(original.model.generator, layers_per_block=2)))
+    (tmp_path / "run.json").write_text(original.to_json())
+    out = runner.invoke(app, ["train", "--config", str(tmp_path / "run.json"), "--output", str(tmp_path / "again"),
+                              "--max-steps", "1"])
+    assert out.exit_code == 0, out.output
+    again = read_run_config(tmp_path / "again" / "config.json")
+    assert again == dataclasses.replace(original, output=str(tmp_path / "again"), max_steps=1)
+    assert not (tmp_path / "original").exists()
+    assert load_checkpoint(tmp_path / "again" / "final").config.generator.layers_per_block == 2
+
+    (tmp_path / "model.json").write_text(json.dumps(original.model.to_dict()))
+    out = runner.invoke(app, ["train", "--config", str(tmp_path / "model.json"), "--data", str(renders), "--output",
+                              str(tmp_path / "model-only"), "--max-steps", "1", "--batch-size", "1", "--workers", "0",
+                              "--sample-every", "0", "--lpips-weight", "0"])
+    assert out.exit_code == 0, out.output
+    from_model = read_run_config(tmp_path / "model-only" / "config.json")
+    assert from_model.model == original.model and from_model.lr != original.lr  # the model only, the rest defaults
+
+
 def test_learning_rate_schedules():
     """Warm-up ``(s + 1) / w``; after it constant, or a decay that ends at 0 after the last step."""
     assert [lr_factor(s, 4, 10) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
