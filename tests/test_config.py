@@ -53,7 +53,8 @@ def test_demo_preset_is_pixel_space_and_trains_with_its_own_noise_levels():
     assert demo.reconstructor.positions == "ray"
     assert demo.reconstructor.input_size * 2 ** (len(demo.reconstructor.up_channels) - len(demo.reconstructor.down_channels)) == demo.reconstructor.splat_size
     settings = TrainConfig.create("demo", output="runs/x").step_settings()
-    assert (settings.p_mean, settings.p_std, settings.sigma_data) == (-0.4, 1.6, 0.5)
+    # SVD's noise levels (sampling stops at 1.5, so the low ones are not needed) at EDM's pixel scale
+    assert (settings.p_mean, settings.p_std, settings.sigma_data) == (1.0, 1.6, 0.5)
     settings = TrainConfig.create("paper", output="runs/x").step_settings()
     assert (settings.p_mean, settings.p_std, settings.sigma_data) == (1.0, 1.6, 1.0)  # SVD's
     # sampling: the demo's schedule stops at sigma 1.5 (below it this F adds speckle), SVD's at 0.002
