@@ -422,9 +422,10 @@ def demo_checkpoint() -> Path:
 DEMO_DESCRIPTION = "the embedded demo model"
 #: What ``--model auto`` adds when it falls back to the demo: how to get the paper's model instead.
 DEMO_HINT = (
-    "64 px, trained on a CPU, see ouro/assets/demo/MODEL_CARD.md; the public Ouroboros3D weights were not "
-    "found: put huanngzh/Ouroboros3D-SVD-LGM and stabilityai/stable-video-diffusion-img2vid in the Hugging "
-    "Face cache or under $OURO_WEIGHTS to use them (--model official)"
+    "64 px, a small model trained on furniture renders, see ouro/assets/demo/MODEL_CARD.md; the public "
+    "Ouroboros3D weights were not found: put huanngzh/Ouroboros3D-SVD-LGM and "
+    "stabilityai/stable-video-diffusion-img2vid in the Hugging Face cache or under $OURO_WEIGHTS to use "
+    "them (--model official)"
 )
 
 
