@@ -19,6 +19,8 @@ commands users run; this script only does the glue around them::
     ouro eval-gso ... --model demo -o eval/demo            (and --no-feedback -o eval/demo-no-feedback)
     python benchmarks/demo_model.py table eval/white eval/copy-input eval/demo eval/demo-no-feedback
     python benchmarks/demo_model.py compare eval/demo eval/copy-input      # per object: wins, medians; pooled MSE
+    python benchmarks/demo_model.py reconstruct-gt --gt-root gt/<tag> --objects renders/heldout.txt -o oracle
+    ouro eval-gso ... --predictions oracle -o eval/oracle  # G's splats from the ground-truth views
 
     # shipping
     python benchmarks/demo_model.py pack runs/demo/final -o ouro/assets/demo
@@ -44,6 +46,8 @@ Sub-commands:
 * ``denoise-check``: a cheap progress probe on held-out orbits (F's one-step denoising error on all
   views, on view 0 and on the novel views, against copying the input), for checkpoints between full
   evaluations (a run's ``checkpoint-N`` becomes a loadable ``final/`` with ``--resume --max-steps N``).
+* ``reconstruct-gt``: G's ceiling: G reading the ground-truth views (a perfect generator) of the
+  held-out objects, written as a ``--predictions`` folder so ``ouro eval-gso`` scores its splats.
 * ``sweep``: sampling settings (lowest sigma, steps, seed, guidance) scored on held-out objects (the
   chair whose ground truth the tests ship, or the first N of a held-out list with eval-gso's ground
   truth), and view 0 against the input: does the model reproduce the view it was given?
@@ -292,6 +296,44 @@ def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None
               f"| {scores([(sp[1:], gt) for sp, gt in zip(splats, gts)])} | {view0([o.views for o in outs])} |", flush=True)
 
 
+def reconstruct_gt(checkpoint: Path | None, gt_root: Path, objects: Path, out: Path, sigma: float | None = None) -> None:
+    """G's ceiling: Gaussians reconstructed from the **ground-truth** views (a perfect F), as an
+    ``ouro eval-gso --predictions`` folder ``<out>/<uid>/{views/000..007.png, gaussians.ply}``.
+
+    G reads its 4 views of the 8 ground-truth renders in ``gt_root`` (the evaluation cameras, as
+    ``sweep``'s ``--gt-root``) at noise level ``sigma`` (None: clean, as the two-stage baseline and
+    training's clean pass; the sampler's last feedback step reads ``sigma_min``). The views written are
+    the ground truth itself, so only the splat scores of the evaluation mean anything: they bound what
+    this G can score from any generator's views.
+    """
+    import torch
+
+    from ouro.gaussians import Gaussians
+    from ouro.gaussians.ply import write_ply
+    from ouro.pipelines.evaluate import EvalCameras, load_ground_truth
+    from ouro.pipelines.sample import SamplePipeline, demo_checkpoint
+
+    torch.set_num_threads(1)
+    pipe = SamplePipeline.from_checkpoint(checkpoint or demo_checkpoint())
+    cams = EvalCameras.from_config(pipe.config.camera)
+    size = pipe.config.generator.image_size
+    c2w, K_norm = pipe.cameras()
+    uids = read_uids(objects)
+    for uid in uids:
+        gt, _ = load_ground_truth(gt_root / uid, cams, size)  # [8, 3, S, S] in [0, 1]
+        with torch.no_grad():
+            gaussians = pipe.reconstruct(gt[None].to(pipe.device) * 2 - 1, c2w, K_norm, sigma)
+        target = out / uid
+        (target / "views").mkdir(parents=True, exist_ok=True)
+        for i, view in enumerate(gt):
+            Image.fromarray((view.permute(1, 2, 0) * 255).round().byte().numpy()).save(target / "views" / f"{i:03d}.png")
+        first = Gaussians(*(t[0] for t in (gaussians.means, gaussians.scales, gaussians.rotations,
+                                           gaussians.opacities, gaussians.colors)))  # batch [1] -> one object
+        write_ply(target / "gaussians.ply", first.to(device="cpu", dtype=torch.float32))
+    print(f"G on the ground-truth views ({'clean' if sigma is None else f'noise level {sigma:g}'}) of {len(uids)} "
+          f"objects -> {out} (score with `ouro eval-gso --predictions {out}`)")
+
+
 def table(runs: list[Path], baselines: set[str]) -> None:
     """Markdown rows from ``ouro eval-gso`` summaries; a baseline's views stand in for its splats."""
     print("| method | views PSNR | views SSIM | views LPIPS | splats PSNR | splats SSIM | splats LPIPS |")
@@ -402,6 +444,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--renders", type=Path, required=True)
     p.add_argument("--objects", type=Path, required=True)
+    p = sub.add_parser("reconstruct-gt", help="G on the ground-truth views: the splats' ceiling, as a predictions folder")
+    p.add_argument("--checkpoint", type=Path, help="default: the embedded demo")
+    p.add_argument("--gt-root", type=Path, required=True, help="ground-truth renders at the evaluation cameras (eval-gso --gt-dir's tag folder)")
+    p.add_argument("--objects", type=Path, required=True, help="uid list of the objects")
+    p.add_argument("--sigma", type=float, help="noise level G is told its views carry (default: clean)")
+    p.add_argument("-o", "--output", type=Path, required=True)
     p = sub.add_parser("table", help="markdown rows from eval-gso output folders")
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--baselines", default="white,copy-input", help="runs whose views stand in for splats")
@@ -422,6 +470,8 @@ def main(argv: list[str] | None = None) -> None:
         sweep(args.checkpoint, args.specs, args.gt_root, args.objects, args.limit)
     elif args.command == "denoise-check":
         denoise_check(args.checkpoint, args.renders, args.objects)
+    elif args.command == "reconstruct-gt":
+        reconstruct_gt(args.checkpoint, args.gt_root, args.objects, args.output, args.sigma)
     elif args.command == "figure":
         figure(args.sample_dir, args.output)
     elif args.command == "compare":

@@ -149,8 +149,12 @@ class SamplePipeline:
         c2w, K = view_cameras(cam.num_views, cam.radius, cam.fov_deg)
         return c2w.to(self.device), K.to(self.device)
 
-    def _reconstruct(self, x0_images: Tensor, c2w: Tensor, K_norm: Tensor, sigma: float | None) -> Gaussians:
-        """G on decoded views ``[1, V, 3, H, W]`` in [-1, 1] (G picks its 4) -> Gaussians with batch [1]."""
+    def reconstruct(self, x0_images: Tensor, c2w: Tensor, K_norm: Tensor, sigma: float | None) -> Gaussians:
+        """G on decoded views ``[1, V, 3, H, W]`` in [-1, 1] (G picks its 4) -> Gaussians with batch [1].
+
+        ``c2w [V, 4, 4]`` and ``K_norm [V, 3, 3]`` are the views' cameras (:meth:`cameras`); ``sigma``
+        the noise level G is told its views carry (None: clean views).
+        """
         images = (x0_images * 0.5 + 0.5).to(self.dtype)  # no clamp, as the public code
         out = self.models.reconstructor(images, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), noise_level(sigma))
         return out.to_gaussians(self.compat)
@@ -257,7 +261,7 @@ class SamplePipeline:
                 record = StepRecord(i, sigma, x0_views=(x0[0] * 0.5 + 0.5).clamp(0, 1).cpu()) if settings.save_intermediate else None
                 if needs_3d:
                     t0 = tick()
-                    gaussians = self._reconstruct(x0, c2w[views_read], K_norm[views_read], sigma)
+                    gaussians = self.reconstruct(x0, c2w[views_read], K_norm[views_read], sigma)
                     timings["reconstruct"] += tick() - t0
                     if not last or settings.save_intermediate:
                         t0 = tick()
@@ -278,7 +282,7 @@ class SamplePipeline:
             timings["decode"] += tick() - t0
         if not settings.feedback:
             t0 = tick()
-            gaussians = self._reconstruct(views, c2w, K_norm, None)
+            gaussians = self.reconstruct(views, c2w, K_norm, None)
             timings["reconstruct"] += tick() - t0
         assert gaussians is not None
         final = Gaussians(*(t[0] for t in (gaussians.means, gaussians.scales, gaussians.rotations, gaussians.opacities, gaussians.colors)))
