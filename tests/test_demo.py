@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
+def _demo_model_script():
+    """``benchmarks/demo_model.py`` as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_model", ROOT / "benchmarks" / "demo_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _isolate(monkeypatch, tmp_path):
     """No public weights anywhere: `--model auto` must fall back to the demo."""
     for var in ("OURO_WEIGHTS", "OURO_SVD", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
@@ -145,15 +155,11 @@ def test_pooled_squared_error_of_an_eval_folder_counts_the_scored_views_against_
     error is below the copied input's): on an eval-gso folder whose views are the held-out chair's own
     ground truth except view 3, left white, it is exactly view 3's error over the 7 counted views
     (`--skip-input`), and the same folder counting view 0 divides by 8."""
-    import importlib.util
-
     import torch
 
     from ouro.pipelines.evaluate import EvalCameras, load_ground_truth
 
-    spec = importlib.util.spec_from_file_location("demo_model", ROOT / "benchmarks" / "demo_model.py")
-    demo_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_model)
+    demo_model = _demo_model_script()
 
     gt_dir = ROOT / "tests" / "data" / "demo-heldout" / "kitchenChair"
     cams = EvalCameras()
@@ -180,19 +186,15 @@ def test_reconstructing_the_ground_truth_views_bounds_the_splats_from_above(tmp_
     chair's 4 ground-truth views, clean): a `--predictions` folder whose views are the ground truth
     byte for byte and whose PLY, rendered at the 7 novel cameras, scores far above copying the input
     (measured 20.5 dB / LPIPS 0.077 against the copy's 18.2 dB / 0.161; the demo's own splats of the
-    chair, from its generated views: LPIPS 0.15). A G reading the views in the wrong camera
-    convention or order would place the Gaussians off the object and score like a blank view."""
-    import importlib.util
-
+    chair, from its generated views: LPIPS 0.15). With the views handed to G rotated by two places
+    it scored 18.9 dB and failed this test."""
     import torch
 
     from ouro.gaussians.ply import read_ply
     from ouro.metrics.lpips import LPIPS
     from ouro.pipelines.evaluate import EvalCameras, load_ground_truth, load_rgb, render_splats, score_images
 
-    spec = importlib.util.spec_from_file_location("demo_model", ROOT / "benchmarks" / "demo_model.py")
-    demo_model = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_model)
+    demo_model = _demo_model_script()
 
     (tmp_path / "objects.txt").write_text("kitchenChair\n")
     demo_model.reconstruct_gt(None, ROOT / "tests" / "data" / "demo-heldout", tmp_path / "objects.txt", tmp_path / "oracle")
