@@ -308,9 +308,8 @@ def reconstruct_gt(checkpoint: Path | None, gt_root: Path, objects: Path, out: P
     """
     import torch
 
-    from ouro.gaussians import Gaussians
     from ouro.gaussians.ply import write_ply
-    from ouro.pipelines.evaluate import EvalCameras, load_ground_truth
+    from ouro.pipelines.evaluate import EvalCameras, _write_views, load_ground_truth
     from ouro.pipelines.sample import SamplePipeline, demo_checkpoint
 
     torch.set_num_threads(1)
@@ -323,13 +322,8 @@ def reconstruct_gt(checkpoint: Path | None, gt_root: Path, objects: Path, out: P
         gt, _ = load_ground_truth(gt_root / uid, cams, size)  # [8, 3, S, S] in [0, 1]
         with torch.no_grad():
             gaussians = pipe.reconstruct(gt[None].to(pipe.device) * 2 - 1, c2w, K_norm, sigma)
-        target = out / uid
-        (target / "views").mkdir(parents=True, exist_ok=True)
-        for i, view in enumerate(gt):
-            Image.fromarray((view.permute(1, 2, 0) * 255).round().byte().numpy()).save(target / "views" / f"{i:03d}.png")
-        first = Gaussians(*(t[0] for t in (gaussians.means, gaussians.scales, gaussians.rotations,
-                                           gaussians.opacities, gaussians.colors)))  # batch [1] -> one object
-        write_ply(target / "gaussians.ply", first.to(device="cpu", dtype=torch.float32))
+        _write_views(out / uid / "views", gt)  # eval-gso's own PNG writer
+        write_ply(out / uid / "gaussians.ply", gaussians.batch_item(0).to(device="cpu", dtype=torch.float32))
     print(f"G on the ground-truth views ({'clean' if sigma is None else f'noise level {sigma:g}'}) of {len(uids)} "
           f"objects -> {out} (score with `ouro eval-gso --predictions {out}`)")
 

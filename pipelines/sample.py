@@ -285,7 +285,7 @@ class SamplePipeline:
             gaussians = self.reconstruct(views, c2w, K_norm, None)
             timings["reconstruct"] += tick() - t0
         assert gaussians is not None
-        final = Gaussians(*(t[0] for t in (gaussians.means, gaussians.scales, gaussians.rotations, gaussians.opacities, gaussians.colors)))
+        final = gaussians.batch_item(0)
         return SampleOutput(
             views=(views[0] * 0.5 + 0.5).clamp(0, 1).float().cpu(),
             gaussians=final.to(device="cpu", dtype=torch.float32),

@@ -93,3 +93,13 @@ def test_no_partial_file_when_writing_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         write_ply(tmp_path / "g.ply", random_gaussians(5))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_object_of_a_batch_is_its_own_gaussians():
+    """`Gaussians.batch_item` (what `ouro sample` writes from G's batch of one): element b of a
+    `[B, N, ...]` container equals the Gaussians activated from that object's raw output alone."""
+    raw = torch.randn(3, 50, 14, generator=torch.Generator().manual_seed(1))
+    batch = Gaussians.from_raw(raw)
+    one = batch.batch_item(1)
+    assert one.batch_shape == () and one.num_gaussians == 50
+    assert torch.equal(one.to_tensor(), Gaussians.from_raw(raw[1]).to_tensor())

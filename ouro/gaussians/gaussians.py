@@ -107,6 +107,10 @@ class Gaussians:
         """Select Gaussians along the N axis (a mask or indices), for unbatched containers."""
         return Gaussians(self.means[idx], self.scales[idx], self.rotations[idx], self.opacities[idx], self.colors[idx])
 
+    def batch_item(self, b: int) -> "Gaussians":
+        """Element ``b`` of a container batched as ``[B, N, ...]``: one object's ``[N, ...]`` Gaussians."""
+        return Gaussians(self.means[b], self.scales[b], self.rotations[b], self.opacities[b], self.colors[b])
+
     def to(self, *args, **kwargs) -> "Gaussians":
         return Gaussians(*(t.to(*args, **kwargs) for t in (self.means, self.scales, self.rotations, self.opacities, self.colors)))
 
