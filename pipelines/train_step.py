@@ -20,7 +20,9 @@ the whole step and returns the losses:
    ``(L(x0 pass) + L(clean pass)) / 2`` with ``L = MSE or L1 + lpips_weight * LPIPS`` on the 8
    rendered views against the targets;
 6. with probability 0.5 (one coin per micro-step, so all ranks take the same branch) pass B: F
-   again with the rendered maps, **detached** (paper Algorithm 1), as feedback; the diffusion loss
+   again with the rendered maps as feedback, **detached** (paper Algorithm 1; ``detach_feedback``)
+   or not (the public training code: pass B's diffusion loss then also reaches G through the
+   renderer and the coordinate map); the diffusion loss
    ``lambda(sigma) * ||x0 - latents||^2`` (mean) is taken from the pass that was used. When pass B
    is taken, pass A runs without gradient (its loss is not used), which gives the same gradients
    for less memory;
@@ -72,6 +74,7 @@ class StepSettings:
     feedback_prob: float = 0.5  #: probability of pass B (self-conditioning on the rendered maps)
     cfg_dropout: float = 0.1  #: conditioning dropout p (InstructPix2Pix scheme, see module docstring)
     recon_loss: str = "mse"  #: pixel term of the reconstruction loss: "mse" (paper) or "l1" (public code)
+    detach_feedback: bool = True  #: pass B reads the maps detached (paper) or with G's graph (public code)
     lpips_weight: float = 1.0  #: weight of LPIPS in the reconstruction loss (0 = off)
     recon_weight: float = 1.0  #: weight of the reconstruction loss in the total
     p_mean: float = P_MEAN  #: ln sigma ~ N(p_mean, p_std^2)
@@ -249,10 +252,11 @@ class JointModel(nn.Module):
                 recon_clean = self._recon_loss(clean.rgb, target)
                 recon = (recon_x0 + recon_clean) / 2
 
-        # 6. pass B with the rendered maps (detached) as feedback
+        # 6. pass B with the rendered maps as feedback (detached, or carrying G's graph as the public code)
         if use_feedback:
             assert maps is not None
-            x0 = run_generator([getattr(maps, name).detach().to(dtype) for name in Fm.config.feedback])
+            fed = [getattr(maps, name) for name in Fm.config.feedback]
+            x0 = run_generator([(m.detach() if s.detach_feedback else m).to(dtype) for m in fed])
 
         with torch.autocast(dev.type, enabled=False):
             weight = loss_weight(sigma, s.sigma_data).view(B, 1, 1, 1, 1)
