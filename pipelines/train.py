@@ -1,6 +1,6 @@
 """Joint training of F (SVD multi-view UNet) and G (LGM) with 3D-aware feedback (paper Algorithm 1).
 
-A plain accelerate loop (shared/STYLE.md 5, 14, 15), one process per GPU (CPU processes over gloo
+A plain accelerate loop, one process per GPU (CPU processes over gloo
 on a machine without one), optionally DeepSpeed ZeRO-2 (``ouro/assets/deepspeed/zero2.json``):
 
 * the step is :class:`ouro.pipelines.train_step.JointModel` (F and G in one wrapped module);

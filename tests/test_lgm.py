@@ -21,7 +21,7 @@ STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 
 def _official_listing() -> list[tuple[str, tuple[int, ...]]]:
-    return official_listing("official_recon_model_keys.txt")
+    return official_listing("recon_model.pth")
 
 
 def _randomise_embeddings(model: Reconstructor, seed: int = 0) -> None:
