@@ -231,3 +231,35 @@ def test_guided_sample_under_official_compat_differs_and_each_mode_is_determinis
     # part of the difference is the guided calls' context order: without it the official sample changes too
     monkeypatch.setattr(mv_unet, "mixed_time_context", lambda unet: contextlib.nullcontext())
     assert (official - run("official")).abs().max() > 0.05
+
+
+def test_a_feedback_window_ending_before_the_last_step_excludes_its_end(pipe, image):
+    """[start, end) with end < num_steps: step `end` reads no maps (windows ending at the last step cannot tell)."""
+    settings = SampleSettings(num_steps=5, seed=0, feedback_steps=(1, 3), save_intermediate=True)
+    assert [settings.uses_feedback(i) for i in range(5)] == [False, True, True, False, False]
+    assert sorted(pipe(image, settings).feedback_inputs) == [1, 2]
+
+
+def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
+    """With --anchor-input, view 0 of F's input at step i is c_in(sigma_i) (anchor + sigma_i n) for one fixed n and
+    the clean input's latent as the anchor: recovered here from the inputs F saw at two steps."""
+    models = make_tiny_models()
+    pipe = SamplePipeline(models)
+    seen = []
+    hook = models.generator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0][-1:, 0, :4].clone()), with_kwargs=True)
+    try:
+        pipe(image, SampleSettings(num_steps=3, seed=2, anchor_input=True, guidance=(1.0, 1.0)))
+    finally:
+        hook.remove()
+    from ouro.diffusion import EulerSampler
+
+    cfg = models.config.diffusion
+    sigmas = EulerSampler(3, cfg.sigma_min, cfg.sigma_max, sigma_data=cfg.sigma_data).sigmas.double()
+    x = [seen[i].double() * (sigmas[i] ** 2 + cfg.sigma_data**2).sqrt() for i in range(3)]  # undo c_in
+    noise = (x[1] - x[2]) / (sigmas[1] - sigmas[2])
+    anchor = x[2] - sigmas[2] * noise
+    torch.testing.assert_close(x[0], anchor + sigmas[0] * noise, rtol=1e-4, atol=1e-3)
+    vae = models.conditioner.vae
+    cond = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
+    expected = vae.encode(cond).latent_dist.mode().double() * vae.config.scaling_factor
+    torch.testing.assert_close(anchor, expected, rtol=0, atol=1e-3)
