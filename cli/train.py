@@ -32,7 +32,7 @@ _FIELDS = (
     "data", "kept", "gpus", "deepspeed", "mixed_precision", "max_steps", "batch_size", "grad_accum", "lr", "ablation",
     "checkpoint_every", "ema", "init_svd", "init_lgm", "init_official", "seed", "frame_choice", "lpips_weight",
     "recon_loss", "detach_feedback", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "lr_scheduler", "weight_decay",
-    "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing",
+    "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing", "deterministic",
 )
 
 
@@ -75,6 +75,7 @@ def train(
     checkpoints_total_limit: Annotated[int, typer.Option(min=0, help="Keep at most this many checkpoints (0 = all).")] = 3,
     workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes per training process.")] = 2,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute F's UNet blocks in the backward pass (less memory).")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-exact runs: one CPU thread per process and torch's deterministic algorithms. Without it the same --seed gives the same losses only at the same thread count (OMP_NUM_THREADS); exact --resume needs the same setting throughout.")] = False,
 ) -> None:
     """Train the multi-view generator and the Gaussian reconstructor jointly (paper Algorithm 1)."""
     import torch

@@ -82,6 +82,9 @@ class TrainConfig:
     init_official: str | None = None  #: public Ouroboros3D weights (or an ouro checkpoint) for F, G, VAE, CLIP
     compat: str | None = None  #: "official" when starting from the public weights (their quirks)
     seed: int = 0
+    #: one CPU thread per process and torch's deterministic algorithms: the same seed gives the same
+    #: losses whatever OMP_NUM_THREADS the caller exported (exact resume needs the same setting throughout)
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         # the recipe left open follows the weights: the public training code's when fine-tuning the
