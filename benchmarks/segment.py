@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +52,20 @@ def main() -> None:
         print(f"rembg not measured: {reason}")
 
     rows, flags, per_image = [], [], []
-    truth_flags = sum(not seg.check_mask(c.alpha, c.rgb).ok for c in composites)
+    def kinds_of(problems: list[str]) -> list[str]:  # "too small", "holes", ... for counting
+        names = {"too small": "too small", "background came": "too large", "border": "border", "pieces": "pieces",
+                 "colour change": "edge colours", "holes": "holes"}
+        return [short for p in problems for key, short in names.items() if key in p]
+
+    truth_checks = [seg.check_mask(c.alpha, c.rgb) for c in composites]
+    truth_flags = sum(not c.ok for c in truth_checks)
+    truth_kinds = Counter(k for c in truth_checks for k in kinds_of(c.problems))
     for name, method in methods.items():
         method(composites[0].rgb)  # warm-up (imports, OpenCV's first call)
         scores: dict[str, list[float]] = {"plain": [], "textured": []}
         per_image.append([])
         seconds, cpu, good, good_flagged, bad, bad_flagged = 0.0, 0.0, 0, 0, 0, 0
+        good_kinds, bad_kinds = Counter(), Counter()
         for i, c in enumerate(composites):
             t0, c0 = time.perf_counter(), time.process_time()
             mask, share = method(c.rgb)
@@ -64,7 +73,9 @@ def main() -> None:
             score = S.iou(mask, c.mask)
             scores[c.spec.kind].append(score)
             per_image[-1].append(score)
-            flagged = not seg.check_mask(mask, c.rgb, largest_share=share).ok
+            check = seg.check_mask(mask, c.rgb, largest_share=share)
+            flagged = not check.ok
+            (good_kinds if score >= 0.8 else bad_kinds if score < 0.5 else Counter()).update(kinds_of(check.problems))
             good, good_flagged = good + (score >= 0.8), good_flagged + (score >= 0.8 and flagged)
             bad, bad_flagged = bad + (score < 0.5), bad_flagged + (score < 0.5 and flagged)
             if args.save:
@@ -75,12 +86,16 @@ def main() -> None:
         every = scores["plain"] + scores["textured"]
         rows.append(f"| {name} | {np.mean(scores['plain']):.3f} / {min(scores['plain']):.3f} | {np.mean(scores['textured']):.3f} / "
                     f"{min(scores['textured']):.3f} | {np.mean(every):.3f} / {min(every):.3f} | {cpu / len(composites):.2f} ({seconds / len(composites):.2f}) |")
-        flags.append(f"| {name} | {good_flagged} of {good} | {bad_flagged} of {bad} |")
+        def said(kinds: Counter) -> str:
+            return f" ({', '.join(f'{k} {n}' for k, n in kinds.most_common())})" if kinds else ""
+
+        flags.append(f"| {name} | {good_flagged} of {good}{said(good_kinds)} | {bad_flagged} of {bad}{said(bad_kinds)} |")
 
     print("\n| method | plain: mean / worst IoU | textured: mean / worst IoU | all: mean / worst | s per image: CPU (wall) |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
-    print(f"\nplausibility check on the known masks (as if estimated): fired on {truth_flags} of {len(composites)}")
+    print(f"\nplausibility check on the known masks (as if estimated): fired on {truth_flags} of {len(composites)} ("
+          + ", ".join(f"{k} {n}" for k, n in truth_kinds.most_common()) + ")")
     print("\n| method | check fired on good masks (IoU >= 0.8) | check fired on bad masks (IoU < 0.5) |")
     print("|---|---|---|")
     print("\n".join(flags))

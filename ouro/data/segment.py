@@ -22,8 +22,10 @@ The methods behind ``ouro sample --background`` (:data:`ouro.pipelines.choices.B
   else ``grabcut`` (the best method measured in benchmarks/README.md, "Foreground segmentation").
 
 :func:`check_mask` runs on every mask (the alpha of an RGBA input and a ``--mask`` file too) and
-lists what looks wrong: too small, too large, running along the image border, split into pieces,
-or an edge that does not follow any colour change.
+lists what looks wrong: too small, too large, running along the image border, split into pieces;
+for masks estimated from the colours also an edge that follows no colour change, and holes over
+:data:`MAX_HOLES` of the outline (right for a see-through chair back, wrong for a shaded surface
+that GrabCut cut away: colour alone cannot tell the two apart, so the user is asked to look).
 
 Arrays: ``rgb`` is ``[H, W, 3]`` uint8; masks are ``[H, W]`` float32 in [0, 1] (foreground > 0.5)
 in the image's own pixel frame.
