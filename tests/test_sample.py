@@ -45,7 +45,9 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", str(STEPS), "--video-frames", "12",
                                  "--anchor-input"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "meta.json", "orbit.mp4", "views", "views.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "mask.png", "meta.json", "orbit.mp4", "views", "views.png"]
+    # the mask it cut with, in the input's frame: an RGBA input's own alpha
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "mask.png")), np.asarray(Image.open(src))[..., 3])
     views = sorted((out / "views").iterdir())
     assert [p.name for p in views] == [f"{k:03d}.png" for k in range(8)]
     assert all(Image.open(p).size == (64, 64) for p in views)
@@ -58,6 +60,7 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     assert meta["settings"]["guidance"] == [1.0, 3.0]  # the tiny config's, resolved
     assert meta["settings"]["anchor_input"] is True  # the flag, over the tiny config's False
     assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
+    assert meta["background"]["method"] == "alpha" and meta["background"]["problems"] == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 

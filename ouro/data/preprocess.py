@@ -2,15 +2,11 @@
 
 What the public inference does (OFFICIAL.md 12.1): remove the background, recentre the object so
 that it fills the frame with a border of ``border_ratio`` on the longer side (kiui's ``recenter``),
-alpha-composite on white. Here:
-
-* RGBA images use their alpha channel;
-* RGB images are segmented by a documented rule: the background colour is the median of the
-  image border, and a pixel is foreground when its colour differs from it by more than
-  ``threshold`` (max over channels, 0-1 scale); the mask is then cleaned by keeping the connected
-  components that hold at least 1 % of the foreground (scipy);
-* if ``rembg`` is installed *and* its model file is already on disk it may be used instead
-  (``use_rembg=True``); nothing is ever downloaded.
+alpha-composite on white. Here the foreground comes from :mod:`ouro.data.segment` (``background``:
+``auto`` uses an RGBA image's alpha, else rembg when it and its model are on disk, else the
+built-in GrabCut method; ``grabcut``, ``border``, ``rembg`` force one; ``keep`` uses the image as
+is), or from a user's ``mask``. Every mask gets a plausibility check; its result travels with the
+:class:`PreparedImage` so the caller can say when the cut looks wrong.
 
 Errors are :class:`InputImageError` with one line naming the file and the fix.
 """
@@ -24,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from ouro.data.segment import Foreground, SegmentationError, segment
 
 __all__ = ["InputImageError", "PreparedImage", "load_image", "prepare_image", "MIN_SIZE"]
 
@@ -43,11 +41,14 @@ class PreparedImage:
         image: ``[3, S, S]`` float RGB in [0, 1], object centred on white.
         mask: ``[1, S, S]`` float foreground in [0, 1] after cropping.
         source: the file it came from.
+        foreground: the mask in the input's own frame, the method that made it and its
+            plausibility check; None with ``background="keep"``.
     """
 
     image: torch.Tensor
     mask: torch.Tensor
     source: Path | None = None
+    foreground: Foreground | None = None
 
     def to_pil(self) -> Image.Image:
         arr = (self.image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
@@ -74,43 +75,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     return image
 
 
-def _border_background_mask(rgb: np.ndarray, threshold: float) -> np.ndarray:  # [H, W, 3] in [0,1] -> [H, W] bool
-    from scipy import ndimage
-
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
-    background = np.median(border, axis=0)
-    fg = np.abs(rgb - background).max(axis=-1) > threshold
-    labels, n = ndimage.label(fg)
-    if n > 1:
-        sizes = ndimage.sum(fg, labels, index=np.arange(1, n + 1))
-        keep = np.flatnonzero(sizes >= 0.01 * fg.sum()) + 1
-        fg = np.isin(labels, keep)
-    return ndimage.binary_fill_holes(fg)
-
-
-def _rembg_mask(image: Image.Image) -> np.ndarray | None:
-    """rembg's mask if rembg and its default model are already on disk, else None (never downloads)."""
-    try:
-        import rembg  # noqa: F401
-    except ImportError:
-        return None
-    home = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net"))
-    if not (home / "u2net.onnx").is_file():
-        return None
-    import rembg
-
-    out = rembg.remove(image.convert("RGB"), session=rembg.new_session("u2net"))
-    return np.asarray(out)[..., 3] / 255.0
-
-
 def prepare_image(
     image: Image.Image | str | os.PathLike,
     size: int,
     *,
     border_ratio: float = 0.2,
-    keep_background: bool = False,
+    background: str = "auto",
+    mask: Image.Image | str | os.PathLike | None = None,
     threshold: float = 0.08,
-    use_rembg: bool = False,
+    keep_background: bool = False,
 ) -> PreparedImage:
     """Segment, crop, recentre and scale an input to ``size x size`` on a white background.
 
@@ -119,32 +92,42 @@ def prepare_image(
         size: output side, pixels.
         border_ratio: empty margin on each side of the object's longer side, as a fraction of
             ``size`` (0.2 as the public inference: the object spans 60 % of the frame).
-        keep_background: use the image as is (resized to a square with padding), no segmentation;
+        background: ``auto``, ``rembg``, ``grabcut``, ``border`` (:func:`ouro.data.segment.segment`)
+            or ``keep``: the image as is (resized to a square with padding), no segmentation;
             transparent pixels of an RGBA image become white.
-        threshold: colour difference from the border colour above which an RGB pixel is foreground.
-        use_rembg: try rembg with a model already on disk before the border rule.
+        mask: a foreground mask for this image (image or path, same size; white or opaque =
+            object); overrides ``background``.
+        threshold: the ``border`` method's colour difference above which a pixel is foreground.
+        keep_background: the same as ``background="keep"`` (the earlier spelling).
     """
     source = None
     if not isinstance(image, Image.Image):
         source = Path(image)
         image = load_image(source)
     name = source or "input image"
+    keep_background = keep_background or (background == "keep" and mask is None)
+    foreground = None
     if keep_background:  # as is; an alpha channel only decides what shows through as white
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
         rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
         alpha = np.ones(rgb.shape[:2], dtype=np.float32)
     else:
+        mask_name = None
+        if mask is not None and not isinstance(mask, Image.Image):
+            mask_name = Path(mask)
+            mask = load_image(mask_name)
+        try:
+            foreground = segment(image, background, mask=mask, threshold=threshold, mask_name=str(mask_name or "mask"))
+        except SegmentationError as exc:
+            raise InputImageError(f"{name}: {exc}" if mask_name is None else str(exc)) from None
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-        rgb = rgba[..., :3]
-        has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-        if has_alpha:
-            alpha = rgba[..., 3]
-        else:
-            mask = _rembg_mask(image) if use_rembg else None
-            alpha = mask if mask is not None else _border_background_mask(rgb, threshold).astype(np.float32)
+        # the alpha method premultiplies the stored colours; any other mask cuts what a viewer shows (transparent = white)
+        rgb = rgba[..., :3] if foreground.method == "alpha" else rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+        alpha = foreground.mask
         if (alpha > 0.5).sum() < 16:
             raise InputImageError(
-                f"{name}: no object found (empty alpha or plain image); give an RGBA image with the object opaque, or use --keep-background"
+                f"{name}: no object found (empty alpha, empty mask or a plain image); give an RGBA image with the object opaque, "
+                "or --mask FILE, or use --background keep"
             )
     rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
     alpha_t = torch.from_numpy(np.ascontiguousarray(alpha))[None]
@@ -168,4 +151,4 @@ def prepare_image(
     canvas_rgb[:, top : top + nh, left : left + nw] = premul
     canvas_a[:, top : top + nh, left : left + nw] = a
     white = (canvas_rgb + (1 - canvas_a)).clamp(0, 1)  # premultiplied colour over white
-    return PreparedImage(white, canvas_a, source)
+    return PreparedImage(white, canvas_a, source, foreground)
