@@ -100,6 +100,26 @@ def test_unproject_depth_by_hand_and_ccm_clamp():
     assert ccm[1, 0, 1].item() == pytest.approx(0.75)
 
 
+def test_ccm_default_bound_is_the_unit_box_and_clamps_at_both_ends():
+    # Camera at (2, 0, 0) looking at the origin (right = -z, down = -y, forward = -x), f = 1: pixel (row i, col j)
+    # of a 2x2 image has camera direction ((j + 0.5) / 2 - 0.5, (i + 0.5) / 2 - 0.5, 1), so the camera point
+    # (x, y, z) is the world point (2 - z, -y, -x); the CCM of the unit box is (X + 1) / 2 clamped to [0, 1].
+    c2w = orbit_cameras(1, 0.0, 90.0, 2.0, dtype=torch.float64)[0]
+    K = intrinsics_from_fov(2 * math.degrees(math.atan(0.5)), dtype=torch.float64)
+    depth = torch.tensor([[[0.0, 1.0], [1.5, 3.5]]], dtype=torch.float64)  # (0, 0) is background
+    ccm = coordinate_maps(depth, c2w, K)
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 0.0],  # background
+            [1.0, 0.625, 0.375],  # (0, 1), z = 1: camera (0.25, -0.25, 1) -> world (1, 0.25, -0.25)
+            [0.75, 0.3125, 0.6875],  # (1, 0), z = 1.5: camera (-0.375, 0.375, 1.5) -> world (0.5, -0.375, 0.375)
+            [0.0, 0.0625, 0.0625],  # (1, 1), z = 3.5: camera (0.875, 0.875, 3.5) -> world (-1.5, -0.875, -0.875)
+        ],
+        dtype=torch.float64,
+    )  # the last x is (-1.5 + 1) / 2 = -0.25 before the clamp
+    torch.testing.assert_close(ccm.permute(1, 2, 0).reshape(4, 3), expected, atol=1e-12, rtol=0)
+
+
 def test_official_coordinate_map_by_hand():
     """docs/OFFICIAL.md 8.2-8.5: integer pixel indices with the normalised K, c2w applied, background 0,
     then clamp(0.001 P + 0.5, 0, 1)."""

@@ -399,7 +399,12 @@ def _load_equivalents() -> dict[tuple[str, str, str], str]:
     import toml
 
     data = toml.loads(EQUIVALENTS.read_text())
-    return {(e["module"], e["line"].strip(), e["mutant"].strip()): e["why"] for e in data.get("equivalent", [])}
+    return {(e["module"], _squash(e["line"]), _squash(e["mutant"])): e["why"] for e in data.get("equivalent", [])}
+
+
+def _squash(code: str) -> str:
+    """A line without its whitespace: how equivalents are matched (cosmic-ray adds spaces, e.g. ``( -1.0``)."""
+    return "".join(code.split())
 
 
 def _mutants(module: str) -> list[Mutant]:
@@ -425,7 +430,7 @@ def _mutants(module: str) -> list[Mutant]:
                 outcome = "killed"
             else:
                 outcome = "incompetent"
-            eq = equivalents.get((module, before.strip(), after.strip()), "") if outcome == "survived" else ""
+            eq = equivalents.get((module, _squash(before), _squash(after)), "") if outcome == "survived" else ""
             out.append(Mutant(m.operator_name, m.start_pos[0], before, after, outcome, eq, result.diff or ""))
     return sorted(out, key=lambda x: (x.line, x.operator))
 
