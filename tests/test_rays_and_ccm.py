@@ -58,6 +58,22 @@ def test_rays_with_non_square_pixel_intrinsics():
     torch.testing.assert_close(d[0, 15, 31], world, atol=1e-12, rtol=0)
 
 
+def test_rays_with_an_off_centre_principal_point():
+    # Normalised K with fx = 1, fy = 2, cx = 0.25, cy = 0.75 (cx != cy, so swapping them shows). Pixel (row 0,
+    # col 3) of a 2x4 image sits at (u, v) = (3.5 / 4, 0.5 / 2) = (0.875, 0.25): camera direction
+    # ((0.875 - 0.25) / 1, (0.25 - 0.75) / 2, 1) = (0.625, -0.25, 1). The front camera at (0, 0, 2) has
+    # right = +x, down = -y, forward = -z, so the world direction is (0.625, 0.25, -1) / |.|.
+    K = torch.tensor([[1.0, 0.0, 0.25], [0.0, 2.0, 0.75], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    c2w = orbit_cameras(1, 0.0, 0.0, 2.0, dtype=torch.float64)[0]
+    origins, d = camera_rays(c2w, K, 2, 4)
+    expected = torch.tensor([0.625, 0.25, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(d[0, 3], expected / expected.norm(), atol=1e-12, rtol=0)
+    # pixel (row 1, col 0): (u, v) = (0.125, 0.75) -> camera (-0.125, 0, 1) -> world (-0.125, 0, -1)
+    expected = torch.tensor([-0.125, 0.0, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(d[1, 0], expected / expected.norm(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(origins[1, 0], torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 def test_a_point_seen_from_two_views_has_one_ccm_value():
     # P = (0, 0, 0.5). Camera A at azimuth 0, camera B at azimuth 90, both at radius 2, 65x65 px, fx = 40 px.
     # A sees P at the centre pixel (row 32, col 32) at z-depth 1.5; B sees P at camera x = -0.5, z = 2, so at
