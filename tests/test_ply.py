@@ -67,6 +67,24 @@ def test_low_opacity_gaussians_are_pruned(tmp_path):
     assert len(read_ply_arrays(tmp_path / "g.ply")["x"]) == 150
 
 
+def test_pruning_keeps_the_opacity_at_the_threshold(tmp_path):
+    # LGM's save_ply (core/gs.py) keeps `opacity >= 0.005`: a Gaussian exactly at the threshold stays.
+    gs = random_gaussians(3)
+    gs.opacities[:] = torch.tensor([0.005, 0.0049, 0.0051])
+    assert write_ply(tmp_path / "g.ply", gs) == 2
+    assert read_ply_arrays(tmp_path / "g.ply")["x"].tolist() == pytest.approx(gs.means[[0, 2], 0].tolist())
+
+
+def test_fully_opaque_and_fully_transparent_gaussians_get_finite_logits(tmp_path):
+    # opacity 1 and 0 would be logits +-inf, which viewers turn into NaN; they are clamped to
+    # [1e-7, 1 - 1e-7] first: logit = +-ln((1 - 1e-7) / 1e-7) = +-16.118095...
+    gs = random_gaussians(2)
+    gs.opacities[:] = torch.tensor([1.0, 0.0])
+    write_ply(tmp_path / "g.ply", gs, prune_opacity=None)
+    logit = float(np.log((1 - 1e-7) / 1e-7))
+    assert read_ply_arrays(tmp_path / "g.ply")["opacity"].tolist() == pytest.approx([logit, -logit], rel=1e-6)
+
+
 def test_bad_files_are_refused_with_the_file_name(tmp_path):
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"not a ply at all")
