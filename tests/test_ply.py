@@ -134,6 +134,29 @@ def test_official_activation_normalises_rotations_over_the_gaussians():
     torch.testing.assert_close(default, torch.tensor([[0.6, 0.8, 0.0, 0.0], [4 / 20**0.5, 0.0, 0.0, 2 / 20**0.5]]))
 
 
+def test_lgm_layout_and_activations_by_hand():
+    """LGM's 14 channels (core/gs.py slices them as xyz 0:3, opacity 3:4, scale 4:7, rotation 7:11, rgb 11:14)
+    and its activations: xyz clamped to [-1, 1], sigmoid opacity, 0.1 softplus scale, 0.5 tanh + 0.5 colour."""
+    assert (LAYOUT.means, LAYOUT.opacities, LAYOUT.scales, LAYOUT.rotations, LAYOUT.colors, LAYOUT.channels) == (
+        slice(0, 3), slice(3, 4), slice(4, 7), slice(7, 11), slice(11, 14), 14)
+    raw = torch.tensor([[-1.5, 0.25, 2.0, 0.0, 0.0, 1.0, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0, -1.0]])
+    g = Gaussians.from_raw(raw)
+    softplus = lambda x: float(np.log1p(np.exp(x)))  # noqa: E731
+    torch.testing.assert_close(g.means, torch.tensor([[-1.0, 0.25, 1.0]]))
+    torch.testing.assert_close(g.opacities, torch.tensor([0.5]))
+    torch.testing.assert_close(g.scales, 0.1 * torch.tensor([[softplus(0.0), softplus(1.0), softplus(-1.0)]]))
+    torch.testing.assert_close(g.rotations, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    t = float(np.tanh(1.0))
+    torch.testing.assert_close(g.colors, torch.tensor([[0.5, 0.5 + 0.5 * t, 0.5 - 0.5 * t]]))
+    # packed back in the same channel order, also with batch dims
+    packed = g.to_tensor()
+    torch.testing.assert_close(packed[0, [0, 3, 4, 7, 11]], torch.tensor([-1.0, 0.5, 0.1 * softplus(0.0), 1.0, 0.5]))
+    batched = Gaussians.from_raw(raw.expand(2, 3, 14))
+    assert batched.to_tensor().shape == (2, 3, 14)
+    torch.testing.assert_close(batched.to_tensor()[1, 2], packed[0])
+    torch.testing.assert_close(Gaussians.from_tensor(batched.to_tensor()).opacities, torch.full((2, 3), 0.5))
+
+
 def test_colours_read_from_a_3dgs_file_use_the_sh_band0_constant(tmp_path):
     """A PLY as 3DGS training writes it (plyfile, not our writer): colour = 0.5 + C0 f_dc with the real
     spherical-harmonics constant C0 = 1 / (2 sqrt(pi)), so other viewers and ours agree on colours."""
