@@ -52,16 +52,27 @@ def sample(
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Use the image as is: no segmentation, crop or recentring.")] = False,
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
+    video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it).")] = 512,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a vertex-coloured mesh fused from the splats, as `ouro export` (needs the mesh extra).")] = False,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
 ) -> None:
-    """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
+    """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
     from ouro.io.checkpoint import CheckpointError
     from ouro.pipelines.sample import (
-        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs,
+        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, NoMeshSurface, SampleSettings, expand_inputs, load_pipeline, write_outputs,
     )
 
     # 1. options
+    mesh_settings = None
+    if mesh:  # fail before sampling when the mesh cannot be written
+        from ouro.pipelines.export import MeshSettings
+        from ouro.pipelines.sample import mesh_support_missing
+
+        missing = mesh_support_missing()
+        if missing:
+            fail(f"--mesh needs {missing}: pip install 'ouro3d[mesh]'")
+        mesh_settings = MeshSettings()
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
 
     def check_window(total: int, what: str) -> None:
@@ -112,7 +123,12 @@ def sample(
                 folder = stage / name if name else stage
                 folder.mkdir(exist_ok=True)
                 meta = {"input": str(file), "model": description, **pipe.describe(settings)}
-                write_outputs(folder, result, item.image, meta, video_frames=video_frames, compat=pipe.compat)
+                try:
+                    write_outputs(folder, result, item.image, meta, input_mask=item.mask, video_frames=video_frames,
+                                  video_size=video_size, mesh=mesh_settings, compat=pipe.compat,
+                                  stage=lambda name: bar.update(task, description=f"{file.name}: {name}"))
+                except NoMeshSurface as exc:
+                    fail(f"{file}: {exc}; drop --mesh")
         for entry in stage.iterdir():
             target = output / entry.name
             if target.is_dir():
