@@ -256,7 +256,9 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
         return (status, str(files.input), str(files.mask), views, str(files.video), str(result.viewer_ply),
                 str(files.mesh) if files.mesh else None, downloads)
 
-    with gr.Blocks(title="ouro", analytics_enabled=False) as blocks:
+    # Gradio serves copies of the results from its own cache; copies older than a day go (the request
+    # folders under the output root stay)
+    with gr.Blocks(title="ouro", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
@@ -281,7 +283,7 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
                 with gr.Row():
                     prepared = gr.Image(label="Input as prepared", interactive=False, height=200, elem_classes="ouro-fill")
                     mask = gr.Image(label="Mask", interactive=False, height=200, elem_classes="ouro-fill")
-                views = gr.Gallery(label="The 8 generated views", columns=8, height=180, object_fit="contain")
+                views = gr.Gallery(label="The 8 generated views (view 0: the input's)", columns=4, rows=2, height=400, object_fit="contain")
                 with gr.Row():
                     splats = gr.Model3D(label="3D Gaussians (drag to turn)", elem_id="splats-viewer", height=420)
                     mesh_view = gr.Model3D(label="Mesh (drag to turn)", elem_id="mesh-viewer", height=420,

@@ -155,14 +155,42 @@ def test_requests_write_into_folders_of_their_own(tiny_checkpoint, tmp_path):
         )
 
 
+# ---------------------------------------------------------------------------------- the command
+def _no_public_weights(monkeypatch, tmp_path):
+    for var in ("OURO_WEIGHTS", "OURO_SVD", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "nowhere"], "--checkpoint nowhere: not a checkpoint folder"),
+    (["--examples", "nowhere"], "--examples nowhere: no such folder"),
+    (["--model", "official"], "the public Ouroboros3D weights were not found"),
+])
+def test_bad_options_exit_2_before_serving(monkeypatch, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from ouro.cli.main import app as cli
+
+    _no_public_weights(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["app", *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+
+
 # ------------------------------------------------------------------------------- the browser
-#: Luminance variance (0-255 scale) above which a canvas shows something. A blank canvas, one flat
-#: colour, has variance 0; the demo's splats on black measure in the hundreds.
+#: Luminance variance (0-255 scale) above which a viewer shows something. A blank canvas, one flat
+#: colour, has variance 0; the demo's splats on black and its mesh on white measure far above (the
+#: measured values are in the test's failure message and in the report of the change that added it).
 BLANK_VARIANCE = 4.0
 
 
 def canvas_variance(png: bytes) -> float:
-    return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64).var())
+    """Variance of the central half (each way) of a screenshot: the viewers draw the object in the
+    middle, and keep their label and buttons, drawn over the canvas, at the edges."""
+    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+    h, w = gray.shape
+    return float(gray[h // 4 : h - h // 4, w // 4 : w - w // 4].var())
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +235,7 @@ def test_the_variance_bound_fails_a_blank_canvas(browser):
 @pytest.mark.slow
 def test_the_page_runs_an_example_and_shows_the_splats_in_3d(served, browser, tmp_path):
     app, url = served
-    page = browser.new_page(viewport={"width": 1400, "height": 1600})  # the whole page: no resize for the screenshot
+    page = browser.new_page(viewport={"width": 1400, "height": 1640})  # the whole page: no resize for the screenshot
     requests = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(url)
@@ -224,10 +252,16 @@ def test_the_page_runs_an_example_and_shows_the_splats_in_3d(served, browser, tm
     mesh.wait_for(timeout=60_000)
     splats_png, mesh_png = wait_for_pixels(splats), wait_for_pixels(mesh)
     page.wait_for_timeout(1000)
-    page.screenshot(path=str(tmp_path / "app.png"))
+    page.screenshot(path=str(tmp_path / "app.png"))  # docs/app.png comes from here
     (tmp_path / "splats.png").write_bytes(splats_png)
-    assert canvas_variance(splats_png) > BLANK_VARIANCE, f"the splat viewer stayed blank (see {tmp_path})"
-    assert canvas_variance(mesh_png) > BLANK_VARIANCE, f"the mesh viewer stayed blank (see {tmp_path})"
+    (tmp_path / "mesh.png").write_bytes(mesh_png)
+    measured = {"splats": canvas_variance(splats_png), "mesh": canvas_variance(mesh_png)}
+    assert measured["splats"] > BLANK_VARIANCE, f"the splat viewer stayed blank: {measured} (see {tmp_path})"
+    assert measured["mesh"] > BLANK_VARIANCE, f"the mesh viewer stayed blank: {measured} (see {tmp_path})"
+    # the same measure fails the same viewers with their canvases blanked (labels and buttons still drawn)
+    for canvas in (splats, mesh):
+        canvas.evaluate("c => { c.style.opacity = '0'; }")
+        assert canvas_variance(canvas.screenshot()) <= BLANK_VARIANCE
     # offline: the page fetched nothing but from the app itself (and data:/blob: URLs it made)
     outside = [u for u in requests if not u.startswith((url, "data:", "blob:"))]
     assert not outside, outside[:5]
