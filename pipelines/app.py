@@ -237,13 +237,21 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
             raise gr.Error("Upload an image or pick an example first.")
         request = AppRequest(Path(image), model, int(steps), int(seed), bool(feedback), bool(fast), background,
                              int(video_size), bool(mesh))
-        stages = {"video": "rendering the turntable", "mesh": "fusing the mesh"}
+        # one bar: the sampler's steps, then the writer's slow stages
+        stages = ["video", "mesh"] if request.mesh else ["video"]
+        labels = {"video": "rendering the turntable", "mesh": "fusing the mesh"}
+        steps_total = [0]
+
+        def on_step(done: int, total: int) -> None:
+            steps_total[0] = total
+            progress((done, total + len(stages)), desc="denoising", unit="steps")
+
+        def on_stage(name: str) -> None:
+            done = steps_total[0] + stages.index(name)
+            progress((done, steps_total[0] + len(stages)), desc=labels[name], unit="steps")
+
         try:
-            result = app.run(
-                request,
-                progress=lambda done, total: progress((done, total), desc="denoising", unit="steps"),
-                stage=lambda name: progress(None, desc=stages.get(name, name)),
-            )
+            result = app.run(request, progress=on_step, stage=on_stage)
         except InputImageError as exc:
             raise gr.Error(str(exc)) from None
         except NoMeshSurface as exc:

@@ -3,9 +3,10 @@
 CI runs only the README's test command on a fresh clone, so nothing installs Chromium for it. As
 :mod:`ouro.data.furniture` does for its package, the browser comes from Debian's own packages:
 ``apt-get install --simulate`` names the packages ``chromium`` needs that this system lacks (the
-browser and a dozen libraries on a stock Debian 12), ``apt-get download`` fetches them and
+browser and about two dozen library packages on a stock Debian 12), ``apt-get download`` fetches them and
 ``dpkg-deb -x`` unpacks them into a private folder; the binary then runs with that folder's
-libraries on ``LD_LIBRARY_PATH``. No root, no system change; about 120 MB, once.
+libraries on ``LD_LIBRARY_PATH``. No root, no system change; about 120 MB to download and 400 MB
+unpacked, once.
 
     >>> browser = chromium(cache_dir() / "chromium")  # doctest: +SKIP
     >>> browser.executable, browser.env["LD_LIBRARY_PATH"]  # doctest: +SKIP
@@ -56,6 +57,19 @@ def _library_path(root: Path) -> str:
     return ":".join(str(p) for p in (libs, libs / "pulseaudio") if p.is_dir())
 
 
+def _fetch(stage: Path) -> None:
+    """Download the packages Chromium lacks here and unpack them all into ``stage`` (made anew)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "debs").mkdir(parents=True)
+    packages = _missing_packages(["chromium"])
+    done = subprocess.run(["apt-get", "download", "-qq", *packages], cwd=stage / "debs", capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BrowserUnavailable(f"apt-get download chromium failed: {done.stderr.strip()[-300:]}")
+    for deb in sorted((stage / "debs").glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(stage)], check=True)
+    shutil.rmtree(stage / "debs")
+
+
 def chromium(cache: Path) -> Chromium:
     """Debian's Chromium: the installed package, else a private copy unpacked into ``cache``.
 
@@ -72,20 +86,16 @@ def chromium(cache: Path) -> Chromium:
             "Chromium is not installed and fetching Debian's package needs apt-get and dpkg-deb; "
             "install Chromium (`apt-get install chromium`) or run on Debian/Ubuntu"
         )
-    try:
-        packages = _missing_packages(["chromium"])
-    except BrowserUnavailable:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)  # a stale package list
-        packages = _missing_packages(["chromium"])
     stage = cache.with_name(cache.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "debs").mkdir(parents=True)
-    done = subprocess.run(["apt-get", "download", "-qq", *packages], cwd=stage / "debs", capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BrowserUnavailable(f"apt-get download chromium failed: {done.stderr.strip()[-300:]}")
-    for deb in sorted((stage / "debs").glob("*.deb")):
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(stage)], check=True)
-    shutil.rmtree(stage / "debs")
+    try:
+        try:
+            _fetch(stage)
+        except BrowserUnavailable:  # a stale package list: resolve and download again after an update
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+            _fetch(stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     if not (stage / BINARY).is_file():
         raise BrowserUnavailable(f"Debian's chromium package holds no {BINARY}")
     shutil.rmtree(cache, ignore_errors=True)
