@@ -53,6 +53,8 @@ BACKGROUNDS = ("remove", "keep")
 #: is +y up with the input camera on +z. Half a turn about x, ``(w, x, y, z) = (0, 1, 0, 0)``, shows the
 #: object upright and facing the viewer's default camera.
 VIEWER_ROTATION = torch.tensor([0.0, 1.0, 0.0, 0.0])
+#: Bounds of a request's turntable side (pixels) and steps: the page's sliders, enforced for API calls too.
+MIN_VIDEO_SIZE, MAX_VIDEO_SIZE, MAX_STEPS = 64, 1024, 100
 #: How the page names the embedded demo model.
 DEMO_LABEL = "embedded demo model (64 px, under-trained)"
 
@@ -182,6 +184,10 @@ class OuroApp:
         t0 = time.perf_counter()
         if request.background not in BACKGROUNDS:
             raise ValueError(f"background {request.background!r}: choose one of {BACKGROUNDS}")
+        if not MIN_VIDEO_SIZE <= request.video_size <= MAX_VIDEO_SIZE:  # the API takes any number
+            raise ValueError(f"turntable size {request.video_size}: choose {MIN_VIDEO_SIZE} to {MAX_VIDEO_SIZE} pixels")
+        if request.steps is not None and not 1 <= request.steps <= MAX_STEPS:
+            raise ValueError(f"steps {request.steps}: choose 1 to {MAX_STEPS}")
         # 1. model and input (nothing is written before the input is known to be good)
         pipe, description = self.pipeline(request.model)
         steps = request.steps or int(pipe.config.diffusion.num_steps)
@@ -227,7 +233,6 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
     """
     import gradio as gr
 
-    from ouro.data.preprocess import InputImageError
     from ouro.pipelines.sample import NoMeshSurface
 
     default_steps = int(app.pipeline(app.default_model)[0].config.diffusion.num_steps)
@@ -252,10 +257,8 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
 
         try:
             result = app.run(request, progress=on_step, stage=on_stage)
-        except InputImageError as exc:
-            raise gr.Error(str(exc)) from None
-        except NoMeshSurface as exc:
-            raise gr.Error(f"{exc}; untick Mesh") from None
+        except ValueError as exc:  # a bad image (InputImageError) or option, or no mesh (NoMeshSurface): one line
+            raise gr.Error(f"{exc}; untick Mesh" if isinstance(exc, NoMeshSurface) else str(exc)) from None
         files = result.files
         status = (f"Sampled with {result.description}, {result.settings.num_steps} steps, seed {result.settings.seed}, in "
                   f"{result.seconds:.0f} s: {files.num_gaussians} Gaussians. Outputs: `{result.folder}`")
@@ -278,13 +281,13 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Accordion("Options", open=True):
                     model = gr.Dropdown(list(app.models), value=app.default_model, label="Model")
-                    steps = gr.Slider(1, 50, value=default_steps, step=1, label="Denoising steps", elem_id="steps")
+                    steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="Denoising steps", elem_id="steps")
                     seed = gr.Number(0, precision=0, label="Seed (same seed, same result)")
                     feedback = gr.Checkbox(True, label="3D feedback at every step (off: denoise, then reconstruct once)")
                     fast = gr.Checkbox(False, label="Fast: decode only the 4 views the reconstructor reads before the last step")
                     background = gr.Radio(list(BACKGROUNDS), value="remove", label="Background",
                                           info="remove: alpha, else the border colour; the object is recentred. keep: as is")
-                    video_size = gr.Slider(64, 1024, value=DEFAULT_VIDEO_SIZE, step=16, label="Turntable size, pixels")
+                    video_size = gr.Slider(MIN_VIDEO_SIZE, MAX_VIDEO_SIZE, value=DEFAULT_VIDEO_SIZE, step=16, label="Turntable size, pixels")
                     mesh = gr.Checkbox(True, label="Mesh (GLB), fused from the splats")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")

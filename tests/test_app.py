@@ -133,18 +133,22 @@ def test_two_requests_at_once_each_get_their_own_outputs(served, expected):
     assert not torch.equal(expected[1].means, expected[2].means)  # so the check above tells them apart
 
 
-def test_a_bad_image_is_refused_and_leaves_no_folder(tiny_checkpoint, tmp_path):
+def test_a_bad_image_or_option_is_refused_and_leaves_no_folder(tiny_checkpoint, tmp_path):
     app = OuroApp(tmp_path / "out", {"tiny": ("auto", tiny_checkpoint)})
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(InputImageError, match="notes.png: not an image"):
         app.run(AppRequest(tmp_path / "notes.png", "tiny", steps=1, mesh=False))
+    with pytest.raises(ValueError, match="turntable size 100000: choose 64 to 1024 pixels"):  # what the API could send
+        app.run(AppRequest(CHAIR, "tiny", steps=1, video_size=100_000, mesh=False))
+    with pytest.raises(ValueError, match="unknown model 'other'"):
+        app.run(AppRequest(CHAIR, "other", steps=1, mesh=False))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_requests_write_into_folders_of_their_own(tiny_checkpoint, tmp_path):
     app = OuroApp(tmp_path / "out", {"tiny": ("auto", tiny_checkpoint)}, video_frames=2)
-    a = app.run(AppRequest(CHAIR, "tiny", steps=1, seed=3, video_size=32, mesh=False))
-    b = app.run(AppRequest(CHAIR, "tiny", steps=1, seed=3, video_size=32, mesh=False))
+    a = app.run(AppRequest(CHAIR, "tiny", steps=1, seed=3, video_size=64, mesh=False))
+    b = app.run(AppRequest(CHAIR, "tiny", steps=1, seed=3, video_size=64, mesh=False))
     assert a.folder != b.folder and sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([a.folder.name, b.folder.name])
     assert sorted(p.name for p in a.folder.iterdir()) == sorted(["result", a.archive.name, "splats-viewer.ply"])
     assert a.files.folder == a.folder / "result" and a.files.mesh is None
