@@ -448,7 +448,7 @@ def write_outputs(
     mask_path = None
     if input_mask is not None:
         mask_path = folder / "mask.png"
-        Image.fromarray(_to_uint8(input_mask.expand(3, -1, -1))[..., 0]).save(mask_path)
+        Image.fromarray(_to_uint8(input_mask.expand(3, -1, -1))[..., 0]).save(mask_path)  # one channel: mode L
     (folder / "views").mkdir()
     views = []
     for k, view in enumerate(result.views):
