@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._common import err_console, fail, resolve_device_dtype
+from ._common import checked_output, err_console, fail, resolve_device_dtype, seed_callback
 
 
 class ModelChoice(str, Enum):
@@ -46,7 +46,7 @@ def sample(
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights, 2:2 for the demo).", show_default=False)] = None,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the input image at every step, so F and the reconstructor read the exact input (not in the paper). Default: the model's (off for the public weights, on for the demo).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Random seed; same seed, same outputs (0 to 2^63 - 1).")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Use the image as is: no segmentation, crop or recentring.")] = False,
@@ -57,11 +57,13 @@ def sample(
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
     from ouro.io.checkpoint import CheckpointError
+    from ouro.io.files import check_output_folder
     from ouro.pipelines.sample import (
         DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, SampleSettings, expand_inputs, load_pipeline, write_outputs,
     )
 
-    # 1. options
+    # 1. options, and the output folder can be written (checked before a model is loaded)
+    checked_output(check_output_folder, output)
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
 
     def check_window(total: int, what: str) -> None:

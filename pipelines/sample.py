@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ouro.conventions import check_seed
 from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
@@ -179,6 +180,7 @@ class SamplePipeline:
             raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
+        check_seed(settings.seed)
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
