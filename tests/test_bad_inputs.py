@@ -355,22 +355,34 @@ def _in_mode(mode: str) -> Image.Image:
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "LA", "P"])
-def test_every_pillow_mode_reads_at_its_own_scale(mode, tmp_path):
-    from ouro.data.preprocess import image_to_rgba, prepare_image
+def test_every_pillow_mode_is_prepared_as_it_looks(mode):
+    from ouro.data.preprocess import prepare_image
 
     image = _in_mode(mode)
     assert image.mode == mode
-    rgba = image_to_rgba(image)
-    assert rgba.shape == (96, 96, 4) and rgba.dtype == np.float32
-    np.testing.assert_allclose(rgba[40, 40, :3], GREY, atol=0.003)  # the object, not clipped to white
-    np.testing.assert_allclose(rgba[40, 40, 3], 1.0)
     prepared = prepare_image(image, 64)  # segmented (alpha or border colour), centred, on white
-    torch.testing.assert_close(prepared.image[:, 32, 32], torch.full((3,), GREY), atol=0.01, rtol=0)
+    torch.testing.assert_close(prepared.image[:, 32, 32], torch.full((3,), GREY), atol=0.01, rtol=0)  # not clipped to white
     assert prepared.image[:, 1, 1].tolist() == [1.0, 1.0, 1.0]
     rows = torch.nonzero(prepared.mask[0].amax(1) > 0.5)[:, 0]
     cols = torch.nonzero(prepared.mask[0].amax(0) > 0.5)[:, 0]
     assert abs((cols.max() - cols.min() + 1).item() - round(64 * 0.6)) <= 1  # the 56 x 36 box spans 60 %, as any input
     assert abs((rows.max() - rows.min() + 1).item() - round(64 * 0.6 * 36 / 56)) <= 1
+    kept = prepare_image(image, 96, keep_background=True)  # as is: grey on white (transparent = white)
+    torch.testing.assert_close(kept.image[:, 48, 48], torch.full((3,), GREY), atol=0.01, rtol=0)
+    assert kept.image[:, 5, 5].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "LA", "P"])
+def test_every_pillow_mode_reads_at_its_own_scale(mode):
+    from ouro.data.preprocess import image_to_rgba
+
+    rgba = image_to_rgba(_in_mode(mode))
+    assert rgba.shape == (96, 96, 4) and rgba.dtype == np.float32
+    np.testing.assert_allclose(rgba[40, 40], [GREY, GREY, GREY, 1.0], atol=0.003)  # the object
+    if mode in ("LA", "P"):
+        assert rgba[5, 5, 3] == 0.0  # transparent background
+    else:
+        np.testing.assert_allclose(rgba[5, 5], 1.0)  # white background
 
 
 def test_a_16_bit_grey_png_samples_as_it_looks(tmp_path, tiny_checkpoint):
