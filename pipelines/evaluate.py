@@ -244,9 +244,11 @@ def _read_views(folder: Path, count: int, size: int) -> Tensor:  # [V, 3, size, 
     first = tuple(views[0].shape[-2:])
     for f, view in zip(files, views):
         h, w = view.shape[-2:]
-        if h != w or (h, w) != first:
-            raise ValueError(f"{f}: {w}x{h} px, but views must be square and all of one size ({files[0].name} is "
-                             f"{first[1]}x{first[0]}); save every view at the same square size (they are not stretched)")
+        if h != w:
+            raise ValueError(f"{f}: {w}x{h} px, not square; save every view square and at one size (views are not stretched)")
+        if (h, w) != first:
+            raise ValueError(f"{f}: {w}x{h} px, but {files[0].name} is {first[1]}x{first[0]}; save every view at one "
+                             "square size (views are not stretched)")
     return torch.stack([load_rgb(f, size) for f in files]) if first != (size, size) else torch.stack(views)
 
 

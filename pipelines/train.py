@@ -669,7 +669,7 @@ def check_data(config: TrainConfig, frames: bool = True) -> RenderFolderDataset:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise DatasetError(
             f"{len(problems)} of {len(dataset)} training objects in {config.data} are unusable: {shown}. Re-render them, "
-            f"or run `ouro filter {config.data}` (it drops them from kept.txt) and train on its kept list"
+            f"or train on the rest: `ouro filter {config.data}` leaves them out of its kept.txt, which `ouro train` reads by default"
         )
     return dataset
 

@@ -451,8 +451,8 @@ def test_the_largest_seed_samples():
 
 # -- 9. another method's views ------------------------------------------------------------------------
 @pytest.mark.parametrize("damage,named,why", [
-    ("mixed sizes", "001.png", "48x48 px, but views must be square and all of one size (000.png is 32x32)"),
-    ("not square", "000.png", "48x32 px, but views must be square"),
+    ("mixed sizes", "001.png", "48x48 px, but 000.png is 32x32; save every view at one square size"),
+    ("not square", "000.png", "48x32 px, not square"),
     ("truncated", "003.png", "damaged or truncated"),
 ])
 def test_bad_prediction_views_fail_the_object_naming_the_file(damage, named, why, tmp_path, eval_inputs):

@@ -208,8 +208,7 @@ class RenderFolderDataset(Dataset):
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{path}: unreadable meta.json ({type(exc).__name__}: {exc})") from None
         if not isinstance(meta, dict):
-            raise DatasetError(f"{path}: meta.json holds {'null' if meta is None else type(meta).__name__}, not a JSON "
-                               "object; re-render the object")
+            raise DatasetError(f"{path}: meta.json holds {'null' if meta is None else type(meta).__name__}, not a JSON object")
         try:
             fov = float(meta["camera_angle_x"])
             locations = meta["locations"]

@@ -17,7 +17,6 @@ opacity is below 0.005 by default, as LGM and the public Ouroboros3D code do.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
