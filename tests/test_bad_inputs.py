@@ -302,6 +302,7 @@ def test_export_drops_nonfinite_gaussians_and_says_how_many(tmp_path):
     np.testing.assert_array_equal(rows, expected)  # the finite rows, exactly as stored
 
 
+@pytest.mark.slow
 def test_a_few_nonfinite_gaussians_no_longer_kill_the_mesh(tmp_path):
     """10 bad rows of 337 made the mesh's extent NaN ("no surface"); dropped, the mesh is exactly that
     of the 327 finite Gaussians alone, a closed shell about the radius-0.5 sphere."""
@@ -505,6 +506,7 @@ def test_an_output_under_a_file_says_so(tmp_path):
     assert "ok.glb is a file, not a folder" in message and "does not exist" not in message
 
 
+@pytest.mark.slow
 def test_results_are_written_with_the_users_umask(tmp_path, tiny_checkpoint):
     from conftest import make_tiny_models
     from ouro.gaussians.ply import read_ply, write_ply
