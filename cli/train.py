@@ -31,8 +31,8 @@ RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "checkpoints_total_limit
 _FIELDS = (
     "data", "kept", "gpus", "deepspeed", "mixed_precision", "max_steps", "batch_size", "grad_accum", "lr", "ablation",
     "checkpoint_every", "ema", "init_svd", "init_lgm", "init_official", "seed", "frame_choice", "lpips_weight",
-    "recon_loss", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "lr_scheduler", "weight_decay",
-    "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing",
+    "recon_loss", "detach_feedback", "recon_weight", "sample_every", "feedback_prob", "cfg_dropout", "warmup_steps", "lr_scheduler", "weight_decay",
+    "max_grad_norm", "ema_decay", "checkpoints_total_limit", "workers", "gradient_checkpointing", "deterministic",
 )
 
 
@@ -61,7 +61,8 @@ def train(
     seed: Annotated[int, typer.Option(callback=seed_callback, help="Seed for data order, noise and initialisation (0 to 2^63 - 1).")] = 0,
     frame_choice: Annotated[FrameChoice, typer.Option(help="Views of a sample: every2 (paper: every 2nd frame) or linspace (public code: linspace(0, 15, 8)).")] = FrameChoice.every2,
     lpips_weight: Annotated[float, typer.Option(min=0.0, help="LPIPS weight in the reconstruction loss (paper: 1; 0 = off).")] = 1.0,
-    recon_loss: Annotated[ReconLoss, typer.Option(help="Pixel term of the reconstruction loss: mse (paper) or l1 (public code).")] = ReconLoss.mse,
+    recon_loss: Annotated[Optional[ReconLoss], typer.Option(help="Pixel term of the reconstruction loss: mse (paper) or l1 (public code). Default: l1 when starting from the public weights (--init-official), else mse.")] = None,
+    detach_feedback: Annotated[Optional[bool], typer.Option("--detach-feedback/--no-detach-feedback", help="Detach the rendered feedback maps in the feedback pass (paper), or let its diffusion loss reach the reconstructor through them (public code). Default: not detached when starting from the public weights (--init-official), else detached.")] = None,
     recon_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the reconstruction loss in the total.")] = 1.0,
     feedback_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of the feedback pass (paper: 0.5).")] = 0.5,
     cfg_dropout: Annotated[float, typer.Option(min=0.0, max=1 / 3, help="Conditioning dropout for classifier-free guidance (public code: 0.1).")] = 0.1,
@@ -74,6 +75,7 @@ def train(
     checkpoints_total_limit: Annotated[int, typer.Option(min=0, help="Keep at most this many checkpoints (0 = all).")] = 3,
     workers: Annotated[int, typer.Option(min=0, help="Data-loading worker processes per training process.")] = 2,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute F's UNet blocks in the backward pass (less memory).")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bit-exact runs: one CPU thread per process and torch's deterministic algorithms. Without it the same --seed gives the same losses only at the same thread count (OMP_NUM_THREADS); exact --resume needs the same setting throughout.")] = False,
 ) -> None:
     """Train the multi-view generator and the Gaussian reconstructor jointly (paper Algorithm 1)."""
     import torch

@@ -2,7 +2,7 @@
 
 ``tiny`` is what the tests run on CPU in seconds; ``small`` a laptop-sized model; ``paper`` the
 sizes of the paper and of the public Ouroboros3D checkpoint (SVD img2vid UNet + LGM ``big``,
-shared/reference/OFFICIAL.md sections 4 and 9). All presets build the same code.
+docs/OFFICIAL.md sections 4 and 9). All presets build the same code.
 
     >>> cfg = get_preset("tiny")
     >>> OuroConfig.from_json(cfg.to_json()) == cfg

@@ -1,6 +1,6 @@
 """``ouro render``: orbit renders of 3D objects with BlenderProc, one worker process per object.
 
-Output (shared/DESIGN.md "Files on disk")::
+Output, the render folder every later command reads (cameras: docs/OFFICIAL.md 12.3)::
 
     <out>/<uid>/meta.json               cameras + our fields (below)
     <out>/<uid>/<orbit>/<frame>.png     RGBA, 8-bit, transparent background; "000/000.png" ...

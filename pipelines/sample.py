@@ -31,7 +31,7 @@ from ouro.io.checkpoint import OuroModels, load_checkpoint
 from ouro.models.feedback import FeedbackMaps, render_feedback
 from ouro.models.reconstructor import noise_level
 
-__all__ = ["SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "view_cameras", "turntable"]
+__all__ = ["SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "view_cameras", "turntable", "background_meta"]
 
 
 @dataclass(frozen=True)
@@ -379,8 +379,13 @@ def write_outputs(
     video_frames: int = 60,
     video_size: int | None = None,
     compat: str | None = None,
+    mask=None,  # [H, W] float numpy in [0, 1]: the foreground mask in the input's own frame
 ) -> dict[str, float]:
-    """Write one object's outputs into ``folder`` (which must exist and be empty); return timings."""
+    """Write one object's outputs into ``folder`` (which must exist and be empty); return timings.
+
+    ``input.png`` is the prepared input the models read; ``mask.png`` (when ``mask`` is given) the
+    foreground mask the input was cut with, in the input file's own pixel frame.
+    """
     import json
 
     from PIL import Image
@@ -390,6 +395,8 @@ def write_outputs(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     Image.fromarray(_to_uint8(input_image)).save(folder / "input.png")
+    if mask is not None:
+        Image.fromarray((mask.clip(0, 1) * 255 + 0.5).astype("uint8"), "L").save(folder / "mask.png")
     (folder / "views").mkdir()
     for k, view in enumerate(result.views):
         Image.fromarray(_to_uint8(view)).save(folder / "views" / f"{k:03d}.png")
@@ -410,6 +417,18 @@ def write_outputs(
     meta = dict(meta, outputs={"views": len(result.views), "video": video.name, "video_frames": video_frames}, timings={**result.timings, **timings})
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return timings
+
+
+def background_meta(prepared) -> dict:
+    """meta.json's ``background`` record of a :class:`ouro.data.preprocess.PreparedImage`: the method,
+    the mask file and the plausibility check's figures and problems."""
+    fg = prepared.foreground
+    if fg is None:
+        return {"method": "keep"}
+    c = fg.check
+    figures = {"area": c.area, "border": c.border, "largest_share": c.largest_share, "holes": c.holes, "edge_overlap": c.edge_overlap}
+    return {"method": fg.method, "mask": "mask.png", "check": {k: (round(v, 4) if v is not None else None) for k, v in figures.items()},
+            "problems": list(c.problems)}
 
 
 # ------------------------------------------------------------------------------ model choice

@@ -1,6 +1,6 @@
 """Joint training of F (SVD multi-view UNet) and G (LGM) with 3D-aware feedback (paper Algorithm 1).
 
-A plain accelerate loop (shared/STYLE.md 5, 14, 15), one process per GPU (CPU processes over gloo
+A plain accelerate loop, one process per GPU (CPU processes over gloo
 on a machine without one), optionally DeepSpeed ZeRO-2 (``ouro/assets/deepspeed/zero2.json``):
 
 * the step is :class:`ouro.pipelines.train_step.JointModel` (F and G in one wrapped module);
@@ -422,6 +422,29 @@ def _tensorboard(folder: Path):
 
 
 # ------------------------------------------------------------------------------------ the loop
+def _make_deterministic():
+    """One CPU thread and torch's deterministic algorithms for this process; returns the undo.
+
+    CPU reductions are summed in another order with another thread count, so two runs of one seed
+    agree bit for bit only at the same count: accelerate sets one thread per worker only when
+    ``OMP_NUM_THREADS`` is unset, and an in-process run inherits its caller's. On CUDA, cuBLAS also
+    needs ``CUBLAS_WORKSPACE_CONFIG`` (set here if absent, effective when CUDA starts after it).
+    """
+    threads, algorithms = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+    def restore() -> None:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(algorithms)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+    return restore
+
+
 def run_training(config: TrainConfig, resume: bool = False, reporter: Reporter | None = None) -> TrainResult:
     """Train in this process (one of ``config.gpus`` ranks when launched by accelerate).
 
@@ -438,10 +461,13 @@ def run_training(config: TrainConfig, resume: bool = False, reporter: Reporter |
 
     config.check()
     env_before = os.environ.get("ACCELERATE_USE_DEEPSPEED")
+    restore = _make_deterministic() if config.deterministic else None
     accelerator, mixed = _make_accelerator(config)
     try:
         return _train(config, resume, reporter or _Silent(), accelerator, mixed)
     finally:
+        if restore is not None:
+            restore()
         accelerator.end_training()  # also destroys the process group (DeepSpeed / gloo exit cleanly)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

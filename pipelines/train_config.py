@@ -66,7 +66,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0  #: gradient clipping (paper); 0 = off
     feedback_prob: float = 0.5  #: probability of the feedback pass
     cfg_dropout: float = 0.1  #: conditioning dropout for classifier-free guidance
-    recon_loss: str = "mse"  #: "mse" (paper) or "l1" (public code)
+    recon_loss: str | None = None  #: "mse" (paper) or "l1" (public code); None: l1 under compat "official", else mse
+    detach_feedback: bool | None = None  #: feedback maps detached in pass B (paper); None: not under compat "official"
     lpips_weight: float = 1.0  #: LPIPS weight in the reconstruction loss (paper: 1)
     recon_weight: float = 1.0  #: reconstruction loss weight in the total
     ema: bool = False  #: keep an EMA of the trained weights (used for final/ and samples)
@@ -81,6 +82,18 @@ class TrainConfig:
     init_official: str | None = None  #: public Ouroboros3D weights (or an ouro checkpoint) for F, G, VAE, CLIP
     compat: str | None = None  #: "official" when starting from the public weights (their quirks)
     seed: int = 0
+    #: one CPU thread per process and torch's deterministic algorithms: the same seed gives the same
+    #: losses whatever OMP_NUM_THREADS the caller exported (exact resume needs the same setting throughout)
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        # the recipe left open follows the weights: the public training code's when fine-tuning the
+        # public checkpoint (L1 + LPIPS, feedback maps not detached), the paper's text otherwise
+        public = self.compat == "official"
+        if self.recon_loss is None:
+            object.__setattr__(self, "recon_loss", "l1" if public else "mse")
+        if self.detach_feedback is None:
+            object.__setattr__(self, "detach_feedback", not public)
 
     # ------------------------------------------------------------------------------ building
     @classmethod
@@ -129,7 +142,8 @@ class TrainConfig:
     def step_settings(self) -> StepSettings:
         return StepSettings(
             ablation=self.ablation, feedback_prob=self.feedback_prob, cfg_dropout=self.cfg_dropout,
-            recon_loss=self.recon_loss, lpips_weight=self.lpips_weight, recon_weight=self.recon_weight,
+            recon_loss=self.recon_loss, detach_feedback=self.detach_feedback, lpips_weight=self.lpips_weight,
+            recon_weight=self.recon_weight,
             p_mean=self.model.diffusion.p_mean, p_std=self.model.diffusion.p_std, sigma_data=self.model.diffusion.sigma_data,
             seed=self.seed, compat=self.compat,
         )
@@ -153,6 +167,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"training config: unknown field(s) {sorted(unknown)}")
         data["model"] = OuroConfig.from_dict(data["model"])
+        data.setdefault("detach_feedback", True)  # configs written before the field existed detached the maps
         return cls(**data)
 
 

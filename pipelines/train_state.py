@@ -1,6 +1,6 @@
 """Resumable training state: ``checkpoint-<step>/`` folders of safetensors + JSON, never pickle.
 
-Layout of one checkpoint (shared/STYLE.md 15: resumable state apart from the released weights)::
+Layout of one checkpoint (resumable state kept apart from the released weights)::
 
     checkpoint-000500/
       config.json                 the run's config (ablation, data, optimiser, ... : see pipelines/train_config.py)

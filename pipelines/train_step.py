@@ -20,7 +20,9 @@ the whole step and returns the losses:
    ``(L(x0 pass) + L(clean pass)) / 2`` with ``L = MSE or L1 + lpips_weight * LPIPS`` on the 8
    rendered views against the targets;
 6. with probability 0.5 (one coin per micro-step, so all ranks take the same branch) pass B: F
-   again with the rendered maps, **detached** (paper Algorithm 1), as feedback; the diffusion loss
+   again with the rendered maps as feedback, **detached** (paper Algorithm 1; ``detach_feedback``)
+   or not (the public training code: pass B's diffusion loss then also reaches G through the
+   renderer and the coordinate map); the diffusion loss
    ``lambda(sigma) * ||x0 - latents||^2`` (mean) is taken from the pass that was used. When pass B
    is taken, pass A runs without gradient (its loss is not used), which gives the same gradients
    for less memory;
@@ -52,7 +54,7 @@ from ouro.models.svd_parts import FPS_ID, MOTION_BUCKET_ID
 
 from .choices import ABLATIONS, RECON_LOSSES
 
-__all__ = ["ABLATIONS", "StepSettings", "StepOutput", "JointModel", "ablation_feedback", "make_perceptual"]
+__all__ = ["ABLATIONS", "StepSettings", "StepOutput", "JointModel", "ablation_feedback", "conditioning_dropout", "make_perceptual"]
 
 _STEP_STREAM, _COIN_STREAM = 0x57E9, 0xC011
 
@@ -72,6 +74,7 @@ class StepSettings:
     feedback_prob: float = 0.5  #: probability of pass B (self-conditioning on the rendered maps)
     cfg_dropout: float = 0.1  #: conditioning dropout p (InstructPix2Pix scheme, see module docstring)
     recon_loss: str = "mse"  #: pixel term of the reconstruction loss: "mse" (paper) or "l1" (public code)
+    detach_feedback: bool = True  #: pass B reads the maps detached (paper) or with G's graph (public code)
     lpips_weight: float = 1.0  #: weight of LPIPS in the reconstruction loss (0 = off)
     recon_weight: float = 1.0  #: weight of the reconstruction loss in the total
     p_mean: float = P_MEAN  #: ln sigma ~ N(p_mean, p_std^2)
@@ -107,6 +110,13 @@ class StepOutput(NamedTuple):
     recon_clean: Tensor  # ... on the clean target views (c_noise = 0)
     feedback: Tensor  # 1.0 when pass B (feedback) was used, else 0.0
     sigma: Tensor  # [B] noise levels
+
+
+def conditioning_dropout(u: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Which conditions a sample keeps, from its uniform draw ``u [B]`` in [0, 1) (InstructPix2Pix, the
+    public training code): ``u < p`` drops the CLIP embedding only, ``p <= u < 2p`` both, ``2p <= u < 3p``
+    the condition latent only; each case has probability ``p``. Returns ``(keep_clip, keep_latent)``, bool ``[B]``."""
+    return ~(u < 2 * p), ~((u >= p) & (u < 3 * p))
 
 
 def make_perceptual(weight: float) -> nn.Module | None:
@@ -208,9 +218,7 @@ class JointModel(nn.Module):
 
             # 3. conditioning dropout (InstructPix2Pix, as the public code)
             u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(dev)
-            p = s.cfg_dropout
-            keep_clip = ~(u < 2 * p)
-            keep_latent = ~((u >= p) & (u < 3 * p))
+            keep_clip, keep_latent = conditioning_dropout(u, s.cfg_dropout)
             clip = clip * keep_clip.view(B, 1, 1).to(clip.dtype)
             cond_latent = cond_latent * keep_latent.view(B, 1, 1, 1).to(cond_latent.dtype)
 
@@ -249,10 +257,11 @@ class JointModel(nn.Module):
                 recon_clean = self._recon_loss(clean.rgb, target)
                 recon = (recon_x0 + recon_clean) / 2
 
-        # 6. pass B with the rendered maps (detached) as feedback
+        # 6. pass B with the rendered maps as feedback (detached, or carrying G's graph as the public code)
         if use_feedback:
             assert maps is not None
-            x0 = run_generator([getattr(maps, name).detach().to(dtype) for name in Fm.config.feedback])
+            fed = [getattr(maps, name) for name in Fm.config.feedback]
+            x0 = run_generator([(m.detach() if s.detach_feedback else m).to(dtype) for m in fed])
 
         with torch.autocast(dev.type, enabled=False):
             weight = loss_weight(sigma, s.sigma_data).view(B, 1, 1, 1, 1)

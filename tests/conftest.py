@@ -35,11 +35,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def official_listing(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    """``(name, shape)`` rows of a listing in shared/reference (CI checks shared/ out beside the repository)."""
-    import json
-    from pathlib import Path
+    """``(name, shape)`` rows of a public file's listing (``mv_model_unet.pth`` or ``recon_model.pth``), shipped in ouro."""
+    from ouro.io.official import official_listing as listing
 
-    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / name
-    if not path.is_file():
-        pytest.fail(f"official key listing not found at {path}: shared/reference must sit beside the repository")
-    return [(k, tuple(json.loads(s))) for k, s in (line.split("\t") for line in path.read_text().splitlines() if line.strip())]
+    return list(listing(name).items())

@@ -15,8 +15,8 @@ def listing(name):
 
 def test_paper_models_on_meta_match_the_public_checkpoint():
     mv, rec = build_models("paper", device="meta")
-    assert {k: tuple(v.shape) for k, v in mv.state_dict().items()} == listing("official_mv_model_unet_keys.txt")
-    assert {k: tuple(v.shape) for k, v in rec.state_dict().items()} == listing("official_recon_model_keys.txt")
+    assert {k: tuple(v.shape) for k, v in mv.state_dict().items()} == listing("mv_model_unet.pth")
+    assert {k: tuple(v.shape) for k, v in rec.state_dict().items()} == listing("recon_model.pth")
     # nothing allocated but diffusers' scalar time-mixer factors (built with the legacy torch.Tensor)
     assert sum(p.numel() for p in [*mv.parameters(), *rec.parameters()] if not p.is_meta) < 100
     mv2, rec2 = build_models("paper", device="meta", compat="official")

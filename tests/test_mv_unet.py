@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -22,14 +23,17 @@ from ouro.geometry import (
 from ouro.models import MultiViewUNet, MultiViewUNetOutput
 from ouro.models.adapter import AdapterBlock, FeedbackAdapter
 from ouro.models.plucker_embedding import PluckerEmbedding, harmonic_embedding, unet_plucker_rays
+from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel, TransformerTemporalModelOutput
 from conftest import official_listing
+
+_STOCK_SPATIO_TEMPORAL_FORWARD = TransformerSpatioTemporalModel.forward
 
 OFFICIAL_PARAMS = 1_765_033_322
 B, F, LATENT = 2, 8, 8  # tiny: image_size 64 / vae_downsample 8
 
 
 def _official_listing() -> list[tuple[str, tuple[int, ...]]]:
-    return official_listing("official_mv_model_unet_keys.txt")
+    return official_listing("mv_model_unet.pth")
 
 
 def _official_rays_by_hand(c2w: torch.Tensor, K: torch.Tensor, res: int) -> torch.Tensor:
@@ -90,14 +94,54 @@ def _run(model, inputs, **overrides):
         return model(**kwargs).sample
 
 
-def _reference_forward(model: MultiViewUNet, inputs, rays: str = "true", in_place: bool = False):
+def _spatio_temporal_forward_025(self, hidden_states, encoder_hidden_states=None, image_only_indicator=None, return_dict=True):
+    """``TransformerSpatioTemporalModel.forward`` as diffusers 0.25 computed it (the public code's diffusers).
+
+    Written out here independently of ``ouro.models.temporal_context``: the temporal blocks' context
+    is frame 0's embedding of each item laid out pixel-major, ``[H*W, B]`` rows, while their hidden
+    states are batch-major, ``[B, H*W]`` rows (fixed in diffusers PR #7268).
+    """
+    bf, _, height, width = hidden_states.shape
+    frames = image_only_indicator.shape[-1]
+    batch = bf // frames
+    first = encoder_hidden_states.reshape(batch, frames, -1, encoder_hidden_states.shape[-1])[:, 0]  # [B, 1, D]
+    time_context = first[None].expand(height * width, batch, 1, first.shape[-1]).reshape(height * width * batch, 1, -1)
+    residual = hidden_states
+    x = self.norm(hidden_states)
+    channels = x.shape[1]
+    x = self.proj_in(x.permute(0, 2, 3, 1).reshape(bf, height * width, channels))
+    emb = self.time_pos_embed(self.time_proj(torch.arange(frames).repeat(batch)).to(x.dtype))[:, None, :]
+    for block, temporal in zip(self.transformer_blocks, self.temporal_transformer_blocks):
+        x = block(x, encoder_hidden_states=encoder_hidden_states)
+        mixed = temporal(x + emb, num_frames=frames, encoder_hidden_states=time_context)
+        x = self.time_mixer(x_spatial=x, x_temporal=mixed, image_only_indicator=image_only_indicator)
+    out = self.proj_out(x).reshape(bf, height, width, channels).permute(0, 3, 1, 2).contiguous() + residual
+    return TransformerTemporalModelOutput(sample=out) if return_dict else (out,)
+
+
+@contextlib.contextmanager
+def _transformers_of(compat):
+    """Within the block the stock UNet's spatio-temporal transformers run as diffusers 0.25's (``"official"``)
+    or as the installed diffusers' (``None``)."""
+    if compat is None:
+        yield
+        return
+    TransformerSpatioTemporalModel.forward = _spatio_temporal_forward_025
+    try:
+        yield
+    finally:
+        TransformerSpatioTemporalModel.forward = _STOCK_SPATIO_TEMPORAL_FORWARD
+
+
+def _reference_forward(model: MultiViewUNet, inputs, rays: str = "true", in_place: bool = False, context: str = "fixed"):
     """The stock diffusers forward of ``model.unet`` with the camera terms and adapter features put in by hooks.
 
     Camera terms go in through forward pre-hooks on every down/mid/up block, computed from
     ``rays="true"`` (``ouro.geometry.plucker_rays``) or ``"official"`` (the hand-written public
     formula). With ``in_place=True`` they are added IN PLACE, as the public model does, so they also
     reach whatever skip tensor is the same object. Adapter features (both adapters summed) go in
-    before the downsampler of each CrossAttn down block and after the mid block.
+    before the downsampler of each CrossAttn down block and after the mid block. ``context="0.25"``
+    runs the spatio-temporal transformers as diffusers 0.25 did (:func:`_spatio_temporal_forward_025`).
     """
     unet = model.unet
     c2w, K = inputs["c2w"], inputs["K_norm"]
@@ -138,7 +182,7 @@ def _reference_forward(model: MultiViewUNet, inputs, rays: str = "true", in_plac
             assert blk.has_cross_attention
             handles.append(blk.downsamplers[0].register_forward_pre_hook(lambda m, a, f=feats[k]: (a[0] + f,)))
         handles.append(unet.mid_block.register_forward_hook(lambda m, a, out: out + feats[-1]))
-        with torch.no_grad():
+        with torch.no_grad(), _transformers_of("official" if context == "0.25" else None):
             return unet(
                 inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"], inputs["added_time_ids"]
             ).sample
@@ -175,7 +219,7 @@ def test_zero_camera_and_adapter_terms_give_the_stock_diffusers_forward(tiny, in
         for p in model.cond_encoder.parameters():
             p.zero_()
     ours = _run(model, inputs, compat=compat)
-    with torch.no_grad():
+    with torch.no_grad(), _transformers_of(compat):
         stock = model.unet(
             inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"], inputs["added_time_ids"]
         ).sample
@@ -324,12 +368,78 @@ def test_default_forward_equals_the_stock_unet_with_hooks(tiny, inputs):
 def test_official_differs_from_default_exactly_by_rays_and_the_skip_side_effect(tiny, inputs):
     official = _run(tiny, inputs, compat="official")
     assert (official - _run(tiny, inputs)).abs().max() > 1e-2
-    # == the stock UNet with the official rays added in place (the public model's aliasing, OFFICIAL.md 6.9)
-    torch.testing.assert_close(official, _reference_forward(tiny, inputs, "official", in_place=True), atol=1e-5, rtol=0)
+    # == the stock UNet with the official rays added in place (the public model's aliasing, OFFICIAL.md 6.9),
+    # its transformers reading diffusers 0.25's context order (batch 2 here)
+    reference = _reference_forward(tiny, inputs, "official", in_place=True, context="0.25")
+    torch.testing.assert_close(official, reference, atol=1e-5, rtol=0)
     # the same rays added out of place give another result: the skip side effect is real and reproduced
-    assert (official - _reference_forward(tiny, inputs, "official", in_place=False)).abs().max() > 1e-3
+    assert (official - _reference_forward(tiny, inputs, "official", in_place=False, context="0.25")).abs().max() > 1e-3
     # with true rays too, adding in place (the side effect) changes the output: the default leaves skips alone
     assert (_run(tiny, inputs) - _reference_forward(tiny, inputs, "true", in_place=True)).abs().max() > 1e-3
+
+
+def _guided_inputs(inputs):
+    """One classifier-free-guidance call as the sampler makes it: batch [unconditional, conditional] with
+    the same noisy latents, cameras and feedback (batch 1); the unconditional half has a zero CLIP
+    embedding and a zero condition latent."""
+    noisy, cond_latent = inputs["sample"][1:, :, :4], inputs["sample"][1:, :, 4:]
+    clip = inputs["encoder_hidden_states"][1:]
+    return dict(
+        sample=torch.cat([torch.cat([noisy, torch.zeros_like(cond_latent)], 2), torch.cat([noisy, cond_latent], 2)]),
+        timestep=inputs["timestep"],
+        encoder_hidden_states=torch.cat([torch.zeros_like(clip), clip]),
+        added_time_ids=inputs["added_time_ids"],
+        c2w=inputs["c2w"][:1],
+        K_norm=inputs["K_norm"][:1],
+        feedback=[m[:1] for m in inputs["feedback"]],
+    )
+
+
+def _batch_two(guided):
+    """The guided inputs with cameras and feedback repeated to batch 2 (as the reference forward takes them)."""
+    two = lambda t: t.expand(2, *t.shape[1:])  # noqa: E731
+    return {**guided, "c2w": two(guided["c2w"]), "K_norm": two(guided["K_norm"]), "feedback": [two(m) for m in guided["feedback"]]}
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _one_item_at_a_time(model, guided, compat):
+    halves = []
+    for i in range(2):
+        item = {k: (v[i : i + 1] if k in ("sample", "encoder_hidden_states", "added_time_ids") else v) for k, v in guided.items()}
+        halves.append(_run(model, item, compat=compat))
+    return torch.cat(halves)
+
+
+def test_official_guided_call_mixes_the_halves_contexts_as_diffusers_0_25(tiny, inputs):
+    """The public code's guided UNet call: at batch 2 its temporal blocks read the image embedding of item
+    (b * H * W + s) mod 2 at pixel s (diffusers 0.25), so the two halves see each other's context.
+
+    Tolerances are relative to the output's norm: batch-1 vs batch-2 kernels differ by float32 noise
+    (2e-5 and 4e-5 measured, amplified by the random weights); the mixing changes the output by 13 %."""
+    guided = _guided_inputs(inputs)
+    official = _run(tiny, guided, compat="official")
+    reference = _reference_forward(tiny, _batch_two(guided), "official", in_place=True, context="0.25")
+    assert _rel(official, reference) < 1e-3
+    assert _rel(official, _one_item_at_a_time(tiny, guided, "official")) > 0.05  # not two independent calls
+
+
+def test_default_guided_call_equals_two_independent_batch_one_calls(tiny, inputs):
+    guided = _guided_inputs(inputs)
+    default = _run(tiny, guided)
+    assert _rel(default, _one_item_at_a_time(tiny, guided, None)) < 1e-3
+    # ... which the public code's order is not: the comparison can tell the two orders apart
+    assert _rel(default, _reference_forward(tiny, _batch_two(guided), context="0.25")) > 0.05
+
+
+def test_mixed_time_context_reorders_rows_to_item_r_mod_b():
+    from ouro.models.temporal_context import mix_time_context
+
+    batch, pixels = 3, 4
+    context = torch.arange(batch, dtype=torch.float32).repeat_interleave(pixels).view(batch * pixels, 1, 1)  # row b*S+s -> b
+    assert mix_time_context(context, batch).flatten().tolist() == [r % batch for r in range(batch * pixels)]
 
 
 # --------------------------------------------------------------------------------- (8) checkpoints

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import ouro
+
 from ouro.config import get_preset
 from ouro.io.checkpoint import CheckpointError, load_checkpoint
 from ouro.io.official import (
@@ -23,11 +25,11 @@ from ouro.io.official import (
     load_official,
     load_official_state_dicts,
     locate_official,
+    official_listing,
     read_official_state_dict,
 )
 from ouro.models import build_models
 from ouro.models.svd_parts import SVDConditioner
-from conftest import official_listing
 
 TINY = get_preset("tiny")
 
@@ -246,7 +248,7 @@ def listing(name):
 
 def test_paper_listing_loads_through_the_same_path_on_meta():
     meta = lambda rows: {k: torch.empty(shape, device="meta", dtype=torch.float16) for k, shape in rows.items()}  # noqa: E731
-    mv_state, recon_state = meta(listing("official_mv_model_unet_keys.txt")), meta(listing("official_recon_model_keys.txt"))
+    mv_state, recon_state = meta(listing("mv_model_unet.pth")), meta(listing("recon_model.pth"))
     mv, rec = load_official_state_dicts(mv_state, recon_state, "paper")
     assert mv.compat == rec.compat == "official"
     assert all(p.is_meta and p.dtype == torch.float16 for p in [*mv.parameters(), *rec.parameters()])
@@ -255,6 +257,30 @@ def test_paper_listing_loads_through_the_same_path_on_meta():
     mv_state["down_plucker.0.embed.0.weight"] = torch.empty(320, 77, device="meta")
     with pytest.raises(CheckpointError, match=r"down_plucker\.0\.embed\.0\.weight is \[320, 77\] in the file"):
         load_official_state_dicts(mv_state, recon_state, "paper")
+
+
+def test_a_damaged_release_file_is_named_against_the_shipped_listing():
+    """A truncated download (tensors missing) or another fine-tune (extra keys, other shapes) is refused in one
+    line that names the file, the first offending keys and the listing shipped in the package (nothing outside the repository)."""
+    from ouro.io.official import LISTING_DIR, check_official_file
+
+    assert LISTING_DIR.is_relative_to(Path(ouro.__file__).parent)
+    rows = list(official_listing(MV_MODEL_FILE).items())
+    assert len(rows) == 1572 and rows[0] == ("unet.conv_in.weight", (320, 8, 3, 3))
+    assert len(official_listing(RECON_MODEL_FILE)) == 438
+    full = {k: torch.empty(shape, device="meta") for k, shape in rows}
+    check_official_file(full, MV_MODEL_FILE)  # the release itself passes
+    truncated = dict(list(full.items())[:1000])
+    with pytest.raises(CheckpointError) as err:
+        load_official_state_dicts(truncated, {}, "paper", sources=("dl/mv_model_unet.pth", "dl/recon_model.pth"))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("dl/mv_model_unet.pth: ")
+    assert "572 missing key(s) (first: " + rows[1000][0] in message and "mv_model_unet_keys.txt" in message
+    assert "download complete" in message
+    other = {**full, "extra.lora_A.weight": torch.empty(4, 4, device="meta"), "unet.conv_in.weight": torch.empty(320, 12, 3, 3, device="meta")}
+    with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \(first: extra\.lora_A\.weight\); 1 shape mismatch\(es\) "
+                                              r"\(first: unet\.conv_in\.weight is \[320, 12, 3, 3\] in the file, \[320, 8, 3, 3\]"):
+        check_official_file(other, MV_MODEL_FILE, "x.pth")
 
 
 def test_svd_folder_with_only_variant_files_loads_and_pickle_is_refused(tmp_path, originals, svd_folder):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ouro.gaussians.gaussians import Gaussians
+from ouro.gaussians.gaussians import LAYOUT, Gaussians
 from ouro.gaussians.ply import SH_C0, gaussians_to_ply_arrays, read_ply, read_ply_arrays, write_ply
 
 STANDARD = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -103,3 +103,33 @@ def test_one_object_of_a_batch_is_its_own_gaussians():
     one = batch.batch_item(1)
     assert one.batch_shape == () and one.num_gaussians == 50
     assert torch.equal(one.to_tensor(), Gaussians.from_raw(raw[1]).to_tensor())
+
+
+def test_official_activation_normalises_rotations_over_the_gaussians():
+    """LGM's F.normalize on [B, N, 4] with its default dim=1 divides each quaternion component by its norm
+    over the N Gaussians (docs/OFFICIAL.md 9.9); ours normalises each quaternion."""
+    raw = torch.zeros(1, 2, 14)
+    raw[0, :, LAYOUT.rotations] = torch.tensor([[3.0, 4.0, 0.0, 0.0], [4.0, 0.0, 0.0, 2.0]])
+    official = Gaussians.from_raw(raw, "official").rotations[0]
+    torch.testing.assert_close(official, torch.tensor([[0.6, 1.0, 0.0, 0.0], [0.8, 0.0, 0.0, 1.0]]))
+    default = Gaussians.from_raw(raw).rotations[0]
+    torch.testing.assert_close(default, torch.tensor([[0.6, 0.8, 0.0, 0.0], [4 / 20**0.5, 0.0, 0.0, 2 / 20**0.5]]))
+
+
+def test_colours_read_from_a_3dgs_file_use_the_sh_band0_constant(tmp_path):
+    """A PLY as 3DGS training writes it (plyfile, not our writer): colour = 0.5 + C0 f_dc with the real
+    spherical-harmonics constant C0 = 1 / (2 sqrt(pi)), so other viewers and ours agree on colours."""
+    from plyfile import PlyData, PlyElement
+
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    row = (0.0, 0.0, 0.0, 1.0, -1.0, 0.25, 0.0, -3.0, -3.0, -3.0, 1.0, 0.0, 0.0, 0.0)
+    data = np.array([row], dtype=[(n, "f4") for n in names])
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(tmp_path / "3dgs.ply"))
+    c0 = 1.0 / (2.0 * np.sqrt(np.pi))
+    colours = read_ply(tmp_path / "3dgs.ply").colors[0].double()
+    torch.testing.assert_close(colours, torch.tensor([0.5 + c0, 0.5 - c0, 0.5 + 0.25 * c0], dtype=torch.float64), rtol=0, atol=1e-7)
+    # and our writer stores f_dc = (colour - 0.5) / C0
+    write_ply(tmp_path / "ours.ply", Gaussians(torch.zeros(1, 3), torch.full((1, 3), 0.05), torch.tensor([[1.0, 0, 0, 0]]),
+                                               torch.tensor([0.5]), torch.tensor([[0.5 + c0, 0.5, 0.75]])))
+    cols = read_ply_arrays(tmp_path / "ours.ply")
+    assert abs(cols["f_dc_0"][0] - 1.0) < 1e-6 and abs(cols["f_dc_2"][0] - 0.25 / c0) < 1e-5

@@ -203,6 +203,25 @@ def test_gaussians_behind_or_beyond_the_planes_are_culled():
     torch.testing.assert_close(drawn, torch.full_like(drawn, 202.0))
 
 
+def test_official_renderer_culls_centres_closer_than_0_2():
+    """diff-gaussian-rasterization's frustum test drops centres at camera z <= 0.2 (whatever its znear);
+    ours keeps them down to 0.01 unless compat="official"."""
+    c2w = orbit_cameras(1, 0.0, 0.0, 2.0, dtype=torch.float64)  # at (0, 0, 2) looking along -z
+    K = intrinsics_from_fov(FOV, W, H, dtype=torch.float64)[None]
+    g = Gaussians(
+        means=torch.tensor([[0.0, 0.0, 1.85]], dtype=torch.float64),  # camera z = 0.15
+        scales=torch.full((1, 3), 0.02, dtype=torch.float64),
+        rotations=torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64),
+        opacities=torch.ones(1, dtype=torch.float64),
+        colors=torch.zeros(1, 3, dtype=torch.float64),
+    )
+    assert render(g, c2w, K, W, H, backend="torch").alpha.max() > 0.5
+    assert render(g, c2w, K, W, H, backend="torch", compat="official").alpha.max() == 0
+    assert render(g, c2w, K, W, H, backend="torch", compat="official", near=0.1).alpha.max() > 0.5
+    moved = Gaussians(g.means - torch.tensor([0.0, 0.0, 0.1], dtype=torch.float64), g.scales, g.rotations, g.opacities, g.colors)
+    assert render(moved, c2w, K, W, H, backend="torch", compat="official").alpha.max() > 0.5  # z = 0.25 is drawn
+
+
 # ------------------------------------------------------------------------------------------------
 # an analytic case
 

@@ -98,3 +98,24 @@ def test_unproject_depth_by_hand_and_ccm_clamp():
     ccm = coordinate_maps(depth[None], c2w, K, bound=0.5)
     assert ccm[0, 0, 1].item() == 1.0  # x = 1 is outside [-0.5, 0.5] -> clamped
     assert ccm[1, 0, 1].item() == pytest.approx(0.75)
+
+
+def test_official_coordinate_map_by_hand():
+    """docs/OFFICIAL.md 8.2-8.5: integer pixel indices with the normalised K, c2w applied, background 0,
+    then clamp(0.001 P + 0.5, 0, 1)."""
+    from ouro.models.feedback import official_coordinate_maps
+
+    c2w = torch.eye(4, dtype=torch.float64)
+    c2w[:3, 3] = torch.tensor([0.1, -0.2, 1.5], dtype=torch.float64)
+    c2w[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)  # x<-z, y<-(-y), z<-x
+    K = torch.tensor([[1.25, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]], dtype=torch.float64)
+    depth = torch.tensor([[[0.0, 4.0], [2.0, 600.0]]], dtype=torch.float64)  # [1, H=2, W=2]; (0, 0) background
+    ccm = official_coordinate_maps(depth, c2w, K)
+    assert ccm.shape == (3, 2, 2)
+    assert ccm[:, 0, 0].tolist() == [0.5, 0.5, 0.5]
+    # (v=0, u=1), d=4: cam = ((1 - 0.5) 4 / 1.25, (0 - 0.5) 4 / 2, 4) = (1.6, -1, 4) -> world (4 + 0.1, 1 - 0.2, 1.6 + 1.5)
+    torch.testing.assert_close(ccm[:, 0, 1], 0.001 * torch.tensor([4.1, 0.8, 3.1], dtype=torch.float64) + 0.5, rtol=0, atol=1e-12)
+    # (v=1, u=0), d=2: cam = (-0.8, 0.5, 2) -> world (2.1, -0.7, 0.7)
+    torch.testing.assert_close(ccm[:, 1, 0], 0.001 * torch.tensor([2.1, -0.7, 0.7], dtype=torch.float64) + 0.5, rtol=0, atol=1e-12)
+    # (v=1, u=1), d=600: cam (240, 150, 600) -> world (600.1, -150.2, 241.5) -> x saturates at 1
+    torch.testing.assert_close(ccm[:, 1, 1], torch.tensor([1.0, 0.3498, 0.7415], dtype=torch.float64), rtol=0, atol=1e-12)

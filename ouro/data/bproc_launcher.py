@@ -12,7 +12,7 @@
 #       BlenderProc's CLI calls it, so that DIR (holding a ``blender`` file that execs this line and
 #       an empty ``4.2/`` folder) works as ``blenderproc run --custom-blender-path DIR``.
 #
-# What it works around (measured in shared/notes/render.md, BlenderProc 2.8.0 + bpy 4.2.23):
+# What it works around (measured with BlenderProc 2.8.0 + bpy 4.2.23):
 # 1. BlenderProc derives Blender's folder from ``sys.executable`` (``DIR/4.2/python/bin/python3.11``)
 #    and calls pip unless ``DIR/custom-python-packages/installed_packages_cache_v2.json`` lists all
 #    of its default packages at their pinned versions: we write that file, so pip is never called

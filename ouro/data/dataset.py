@@ -1,6 +1,6 @@
 """Training data: render folders of ``ouro render`` (the public Objaverse-orbit layout) as 8-view samples.
 
-A render folder holds one folder per object (shared/DESIGN.md "Files on disk")::
+A render folder (written by :mod:`ouro.pipelines.render`; cameras as docs/OFFICIAL.md 12.3) holds one folder per object::
 
     <root>/<uid>/meta.json                 camera_angle_x, locations[i] = {orbit, frame, transform_matrix, frames[0].name}
     <root>/<uid>/<orbit:03d>/<frame:03d>.png   RGBA, 8-bit

@@ -8,7 +8,7 @@ With ``x = x0 + sigma * n`` (``n ~ N(0, I)``) the denoiser is
     c_in   = 1 / sqrt(sigma^2 + 1)    c_noise = 0.25 * ln(sigma)
 
 trained with weight ``lambda(sigma) = (1 + sigma^2) / sigma^2`` on ``||D - x0||^2`` and
-``ln sigma ~ N(1.0, 1.6^2)`` (paper supplementary eqs. 3-9; shared/reference/OFFICIAL.md 14).
+``ln sigma ~ N(1.0, 1.6^2)`` (paper supplementary eqs. 3-9; docs/OFFICIAL.md 14).
 The network target this implies is ``v = (n - sigma * x0) / sqrt(sigma^2 + 1)``.
 
 These are EDM's coefficients (Karras et al. 2022, Table 1) at data scale ``sigma_data = 1``, SVD's

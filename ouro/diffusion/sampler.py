@@ -1,6 +1,6 @@
 """Euler sampling on Karras sigmas, reproducing SVD's diffusers ``EulerDiscreteScheduler``.
 
-SVD's scheduler (shared/reference/OFFICIAL.md 11.1, :func:`svd_scheduler_config`) uses
+SVD's scheduler (docs/OFFICIAL.md 11.1, :func:`svd_scheduler_config`) uses
 ``use_karras_sigmas=True`` with an explicit ``sigma_min``/``sigma_max``, so its whole schedule is
 
     sigma_i = (sigma_max^(1/rho) + i / (S - 1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,

@@ -3,7 +3,7 @@
 A reconstructor predicts 14 raw channels per Gaussian; :data:`LAYOUT` names them once, and the
 model, the renderer and PLY input/output all go through it instead of bare slices.
 
-Activations (LGM, shared/reference/OFFICIAL.md 9.9): position clamp to ``[-1, 1]``, opacity sigmoid,
+Activations (LGM, docs/OFFICIAL.md 9.9): position clamp to ``[-1, 1]``, opacity sigmoid,
 scale ``0.1 * softplus``, rotation normalised per Gaussian, colour ``0.5 * tanh + 0.5``. Under
 ``compat="official"`` the rotation is normalised over the Gaussian axis instead (the bug the public
 Ouroboros3D weights were trained with), and covariances are built from those un-normalised

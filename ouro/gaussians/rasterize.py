@@ -32,9 +32,15 @@ from ..geometry.cameras import invert_rigid
 from . import _torch_impl
 from .gaussians import Compat, Gaussians, covariances
 
-__all__ = ["RenderOutput", "render", "render_median_depth", "has_gsplat"]
+__all__ = ["RenderOutput", "render", "render_median_depth", "has_gsplat", "NEAR", "OFFICIAL_NEAR"]
 
 Backend = Literal["auto", "torch", "gsplat"]
+
+#: Default near limit of the drawn Gaussian centres (camera z, object units): the 3DGS projection's znear.
+NEAR = 0.01
+#: The public renderer's (diff-gaussian-rasterization) frustum test culls centres at ``z <= 0.2``,
+#: whatever its znear; ``compat="official"`` draws the same Gaussians.
+OFFICIAL_NEAR = 0.2
 
 #: Rendered alpha below which the default (normalised) depth is 0. Any pixel a Gaussian reaches has
 #: alpha >= 1/255, so this only separates empty pixels from covered ones.
@@ -78,7 +84,7 @@ def render(
     *,
     backend: Backend = "auto",
     compat: Compat = None,
-    near: float = 0.01,
+    near: float | None = None,
     far: float = 100.0,
 ) -> RenderOutput:  # rgb [..., V, 3, H, W], alpha / depth [..., V, 1, H, W]
     """Render Gaussians into V pinhole cameras (differentiable w.r.t. the Gaussians and poses).
@@ -98,8 +104,9 @@ def render(
         compat: ``None`` (default): quaternions are normalised, depth is the expected depth.
             ``"official"``: the public checkpoint's renderer (OFFICIAL.md 9.10, 10.4): covariances
             built from the quaternions as stored (not normalised), depth ``sum(w_i z_i)`` not
-            divided by alpha.
-        near, far: z-range of the Gaussian centres that are drawn, object units.
+            divided by alpha, Gaussians culled at ``z <= 0.2``.
+        near, far: z-range of the Gaussian centres that are drawn, object units; ``near`` defaults
+            to :data:`NEAR` (0.01), or :data:`OFFICIAL_NEAR` (0.2) under ``compat="official"``.
 
     Returns:
         :class:`RenderOutput` with ``rgb = sum(w_i c_i) + T_final * background``, ``alpha`` and
@@ -123,6 +130,8 @@ def render(
     assert width > 0 and height > 0, (width, height)
     assert compat in (None, "official"), compat
     assert backend in ("auto", "torch", "gsplat"), backend
+    if near is None:
+        near = OFFICIAL_NEAR if compat == "official" else NEAR
     device = gaussians.means.device
     out_dtype = gaussians.means.dtype
     dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
@@ -212,7 +221,7 @@ def render_median_depth(
     height: int,
     *,
     threshold: float = 0.5,
-    near: float = 0.01,
+    near: float = NEAR,
     far: float = 100.0,
 ) -> Tensor:  # [V, 1, H, W]
     """z-depth of the first surface: where each pixel's transmittance crosses ``threshold``.

@@ -9,7 +9,7 @@ The convention (used everywhere inside ouro; converters exist only for data comi
 * The condition (input) camera sits at ``(0, 0, r)`` looking at the origin. Azimuth is measured
   from +z towards +x (azimuth 90 deg puts the camera at ``(r, 0, 0)``); positive elevation puts the
   camera above the object (``y > 0``). This is the frame of the public Ouroboros3D checkpoint
-  (shared/reference/OFFICIAL.md section 12), so its cameras need no conversion.
+  (docs/OFFICIAL.md section 12), so its cameras need no conversion.
 * Intrinsics come in two forms. **Pixel** ``K``: ``fx, fy, cx, cy`` in pixels, where pixel
   ``(col j, row i)`` covers ``[j, j+1) x [i, i+1)`` and its centre is ``(j + 0.5, i + 0.5)``, so the
   principal point of a centred camera is ``(W/2, H/2)``. **Normalised** ``K``: the same divided by

@@ -1,6 +1,6 @@
 """Meshes from rendered depth and colour: TSDF fusion (open3d) and GLB/OBJ/PLY writing (trimesh).
 
-open3d 0.20's ``ScalableTSDFVolume`` returns empty meshes (shared/notes/ml.md section 6), so the
+open3d 0.20's ``ScalableTSDFVolume`` returns empty meshes (measured on this stack), so the
 fusion uses ``UniformTSDFVolume`` over a fixed cube. open3d cannot read back its own GLB files, so
 meshes are written with trimesh.
 """

@@ -1,7 +1,7 @@
 """Loading the public Ouroboros3D weights (``huanngzh/Ouroboros3D-SVD-LGM``) into ouro's models.
 
 The release is two PyTorch pickle-format files on top of Stable Video Diffusion img2vid
-(shared/reference/OFFICIAL.md sections 1-2):
+(docs/OFFICIAL.md sections 1-2):
 
 * ``mv_model_unet.pth``: the whole multi-view generator F (1572 tensors: ``unet.*``,
   ``cond_encoder.{0,1}.*``, ``down/up/mid_plucker.*``) -> :class:`ouro.models.MultiViewUNet`;
@@ -76,6 +76,8 @@ __all__ = [
     "load_official_state_dicts",
     "load_official",
     "convert_official",
+    "official_listing",
+    "check_official_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,9 @@ WEIGHTS_ENV = "OURO_WEIGHTS"  #: folder holding the two .pth files
 SVD_ENV = "OURO_SVD"  #: diffusers-format SVD img2vid folder
 #: prefixes a training wrapper (DDP, the Lightning system) would put on every key; stripped when all keys carry one
 WRAPPER_PREFIXES = ("module.", "mv_model.", "recon_model.")
+#: name -> shape listings of the two public files (package data), read by :func:`official_listing`
+LISTING_DIR = Path(__file__).resolve().parents[1] / "assets" / "official"
+LISTINGS = {MV_MODEL_FILE: "mv_model_unet_keys.txt", RECON_MODEL_FILE: "recon_model_keys.txt"}
 #: files an SVD folder needs for the frozen parts (weights: safetensors, checked when loading)
 _SVD_REQUIRED = ("vae/config.json", "image_encoder/config.json", "feature_extractor/preprocessor_config.json")
 #: unet/config.json fields that must equal the preset's generator (they fix F's shapes)
@@ -270,12 +275,13 @@ def _unwrap(obj: object, source: Path | str) -> tuple[dict[str, Tensor], list[st
 
 
 # --------------------------------------------------------------------------------------- loading
-def _check_matches(model: nn.Module, state: Mapping[str, Tensor], source: str, what: str) -> None:
-    """Raise a CheckpointError naming the first missing / unexpected / mis-shaped keys."""
-    expected = model.state_dict()
+def _check_matches(
+    expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Tensor], source: str, what: str, hint: str
+) -> None:
+    """Raise a one-line CheckpointError naming the first missing / unexpected / mis-shaped keys."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
     if not (missing or unexpected or shapes):
         return
     parts = []
@@ -285,13 +291,26 @@ def _check_matches(model: nn.Module, state: Mapping[str, Tensor], source: str, w
         parts.append(f"{len(unexpected)} unexpected key(s) (first: {', '.join(unexpected[:3])})")
     if shapes:
         k = shapes[0]
-        parts.append(
-            f"{len(shapes)} shape mismatch(es) (first: {k} is {list(state[k].shape)} in the file, "
-            f"{list(expected[k].shape)} in the model)"
-        )
-    raise CheckpointError(
-        f"{source}: does not match {what} (strict loading): {'; '.join(parts)}; "
-        f"is it the right file for this preset?"
+        parts.append(f"{len(shapes)} shape mismatch(es) (first: {k} is {list(state[k].shape)} in the file, {list(expected[k])} in {what})")
+    raise CheckpointError(f"{source}: does not match {what}: {'; '.join(parts)}; {hint}")
+
+
+def official_listing(file: str) -> dict[str, tuple[int, ...]]:
+    """The public release's tensors in ``file`` (:data:`MV_MODEL_FILE` or :data:`RECON_MODEL_FILE`):
+    ``{name: shape}`` in state-dict order, from the listing shipped in ``ouro/assets/official/``."""
+    if file not in LISTINGS:
+        raise ValueError(f"no listing for {file!r}; choose {MV_MODEL_FILE} or {RECON_MODEL_FILE}")
+    text = (LISTING_DIR / LISTINGS[file]).read_text(encoding="utf-8")
+    rows = (line.split("\t") for line in text.splitlines() if line.strip())
+    return {name: tuple(json.loads(shape)) for name, shape in rows}
+
+
+def check_official_file(state: Mapping[str, Tensor], file: str, source: str | None = None) -> None:
+    """Refuse a state dict that is not the public release's ``file`` (a truncated download, another
+    fine-tune): :class:`CheckpointError` naming the first missing / unexpected / mis-shaped keys."""
+    _check_matches(
+        official_listing(file), state, source or file, f"the public release's {file} (ouro/assets/official/{LISTINGS[file]})",
+        "is the download complete, and is it the public Ouroboros3D release (not a fine-tune of other sizes)?",
     )
 
 
@@ -311,7 +330,8 @@ def _target_dtype(state: Mapping[str, Tensor], dtype: torch.dtype | None, source
 
 
 def _assign_strict(model: nn.Module, state: Mapping[str, Tensor], source: str, what: str, dtype: torch.dtype | None) -> None:
-    _check_matches(model, state, source, what)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_matches(expected, state, source, f"{what} (strict loading)", "is it the right file for this preset?")
     target = _target_dtype(state, dtype, source)
     if target is not None:
         state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
@@ -384,6 +404,9 @@ def load_official_state_dicts(
     from ouro.models import build_models
 
     config = get_preset(preset) if isinstance(preset, str) else preset
+    if config.name == "paper":  # the release's sizes: its own listings name what a damaged file lacks
+        check_official_file(mv_state, MV_MODEL_FILE, sources[0])
+        check_official_file(recon_state, RECON_MODEL_FILE, sources[1])
     mv_model, reconstructor = build_models(config, device="meta", compat="official")
     _assign_strict(mv_model, mv_state, sources[0], f"the {config.name!r} generator (MultiViewUNet)", dtype)
     _assign_strict(reconstructor, recon_state, sources[1], f"the {config.name!r} reconstructor (LGM)", dtype)

@@ -28,7 +28,7 @@ def build_models(
         device: where to build; ``"meta"`` allocates nothing (structure and FLOP checks of ``paper``).
         compat: ``None`` or ``"official"``; recorded on both models as ``model.compat``, the
             default the pipelines pass to the forward passes (the public checkpoint's quirks,
-            shared/reference/OFFICIAL.md section 15).
+            docs/OFFICIAL.md section 15).
         dtype: optional parameter dtype.
     """
     if compat not in COMPAT_MODES:

@@ -1,6 +1,6 @@
 """LGM's asymmetric U-Net with multi-view attention and Ouroboros3D's noise-level embedding.
 
-Module names and shapes follow the public Ouroboros3D LGM (shared/reference/OFFICIAL.md 9.2-9.4 and
+Module names and shapes follow the public Ouroboros3D LGM (docs/OFFICIAL.md 9.2-9.4 and
 official_recon_model_keys.txt), so its ``unet.*`` weights load strictly. Summary:
 
 * ``conv_in`` 3x3 -> down blocks (``layers_per_block`` ResnetBlocks, optional multi-view attention

@@ -1,7 +1,7 @@
 """The multi-view generator F: SVD's spatio-temporal UNet + Plücker camera MLPs + feedback adapters.
 
 ``MultiViewUNet`` owns, in this order (so its ``state_dict`` is exactly the public
-``mv_model_unet.pth`` key list for the ``paper`` preset, shared/reference/official_mv_model_unet_keys.txt):
+``mv_model_unet.pth`` key list for the ``paper`` preset, ouro/assets/official/mv_model_unet_keys.txt):
 
 * ``unet``: a stock :class:`diffusers.UNetSpatioTemporalConditionModel` (in 8 = noisy + condition
   latents, out 4; SVD img2vid sizes for ``paper``, heads ``(5, 10, 20, 20)`` as the hub config);
@@ -25,7 +25,10 @@ down block (after its body, before its downsampler), where diffusers has no hook
 transposed, un-translated ray grid, and the side effect of its in-place adds, through which the
 camera term of each block also lands in the skip tensor that is the same object as that block's
 input (the ``conv_in`` output, the downsampler outputs of down blocks 0-2, and the last resnet
-output of the last down block). ``compat=None`` (default) uses true rays and leaves skips alone.
+output of the last down block); and, at batch > 1, diffusers 0.25's temporal cross-attention
+context order, under which the two classifier-free-guidance halves read each other's image
+embedding at alternate pixels (:mod:`ouro.models.temporal_context`). ``compat=None`` (default) uses
+true rays, leaves skips alone and keeps the batch items independent (current diffusers' order).
 
     >>> model = MultiViewUNet.from_preset("tiny")
     >>> out = model(sample, t, clip_emb, added_time_ids, c2w, K_norm, feedback=[rgb, ccm]).sample
@@ -35,6 +38,7 @@ output of the last down block). ``compat=None`` (default) uses true rays and lea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -48,6 +52,7 @@ from ouro.config import PRESETS, GeneratorConfig
 from ouro.gaussians.gaussians import Compat
 from ouro.models.adapter import FeedbackAdapter
 from ouro.models.plucker_embedding import PluckerEmbedding, harmonic_embedding, unet_plucker_rays
+from ouro.models.temporal_context import mixed_time_context
 
 __all__ = ["MultiViewUNet", "MultiViewUNetOutput", "AdapterFeatures"]
 
@@ -246,7 +251,8 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
             adapter_features: features from :meth:`encode_feedback`, to skip the adapters; then
                 ``feedback`` must be ``None``.
             compat: ``None`` (default) or ``"official"`` to reproduce the public checkpoint's ray
-                grid, skip side effect and timestep cast (module docstring).
+                grid, skip side effect, timestep cast and (batch > 1) temporal context order
+                (module docstring).
             return_dict: return a :class:`MultiViewUNetOutput` (default) or the tuple ``(sample,)``.
 
         Returns:
@@ -254,6 +260,30 @@ class MultiViewUNet(ModelMixin, ConfigMixin):
         """
         if compat not in (None, "official"):
             raise ValueError(f"compat must be None or 'official', got {compat!r}")
+        official = compat == "official"
+        # the public code's temporal cross-attention context order (diffusers 0.25), see ouro.models.temporal_context
+        order = mixed_time_context(self.unet) if official and sample.shape[0] > 1 else nullcontext()
+        with order:
+            return self._forward(
+                sample, timestep, encoder_hidden_states, added_time_ids, c2w, K_norm, feedback,
+                adapter_features=adapter_features, compat=compat, return_dict=return_dict,
+            )
+
+    def _forward(
+        self,
+        sample: Tensor,
+        timestep: Tensor | float,
+        encoder_hidden_states: Tensor,
+        added_time_ids: Tensor,
+        c2w: Tensor,
+        K_norm: Tensor,
+        feedback: Sequence[Tensor | None] | None,
+        *,
+        adapter_features: AdapterFeatures | None,
+        compat: Compat,
+        return_dict: bool,
+    ) -> MultiViewUNetOutput | tuple[Tensor]:
+        """:meth:`forward` without the choice of context order."""
         official = compat == "official"
         unet = self.unet
         b, f, c, h, w = sample.shape

@@ -2,7 +2,7 @@
 
 ``Reconstructor`` owns ``unet`` (:class:`ouro.models.lgm_unet.LGMUNet`) and LGM's extra 1x1 ``conv``
 (14 -> 14), so its ``state_dict`` is exactly the public ``recon_model.pth`` key set for the ``big``
-preset (shared/reference/official_recon_model_keys.txt). It does its own input preparation as the
+preset (ouro/assets/official/recon_model_keys.txt). It does its own input preparation as the
 public model does (OFFICIAL.md 9.6-9.8): keep views 0, 2, 4, 6 of 8, ImageNet-normalise, resize
 bilinearly to ``input_size``, append the 6 Plücker channels, run the U-Net with the noise-level
 embedding, and flatten the per-pixel Gaussians view-major.

@@ -2,7 +2,7 @@
 
 Loaded from a diffusers-format SVD img2vid folder (``vae/``, ``image_encoder/``,
 ``feature_extractor/``, ``scheduler/``), or built tiny and random for tests. The conditioning
-follows SVD's pipeline and the public Ouroboros3D inference (shared/reference/OFFICIAL.md 11.5-11.6):
+follows SVD's pipeline and the public Ouroboros3D inference (docs/OFFICIAL.md 11.5-11.6):
 
 * CLIP embedding of the **clean** condition image: antialiased bicubic resize to 224, CLIP
   normalisation, ``image_embeds`` -> ``[B, 1, D]``;
