@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import err_console, fail, resolve_device_dtype
+from ._common import checked_output, err_console, fail, resolve_device_dtype
 from .sample import ModelChoice
 
 
@@ -28,10 +28,12 @@ def app_(
     if importlib.util.find_spec("gradio") is None:
         fail("`ouro app` needs Gradio: pip install 'ouro3d[app]'")
     from ouro.io.checkpoint import CheckpointError, is_checkpoint
+    from ouro.io.files import check_output_folder
     from ouro.pipelines.app import OuroApp, available_models, default_examples, launch
     from ouro.pipelines.sample import ModelNotFound, expand_inputs, mesh_support_missing
 
     # 1. options: everything is checked before the page is served
+    checked_output(check_output_folder, output)
     missing = mesh_support_missing()
     if missing:
         fail(f"`ouro app` writes meshes and needs {missing}: pip install 'ouro3d[app]'")

@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._common import err_console, fail, resolve_device_dtype
+from ouro.pipelines.choices import BACKGROUND_METHODS
+
+from ._common import checked_output, choice_enum, err_console, fail, resolve_device_dtype, seed_callback
+
+BackgroundChoice = choice_enum("BackgroundChoice", BACKGROUND_METHODS)
 
 
 class ModelChoice(str, Enum):
@@ -46,10 +51,12 @@ def sample(
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights, 2:2 for the demo).", show_default=False)] = None,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the input image at every step, so F and the reconstructor read the exact input (not in the paper). Default: the model's (off for the public weights, on for the demo).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Random seed; same seed, same outputs (0 to 2^63 - 1).")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
-    keep_background: Annotated[bool, typer.Option("--keep-background", help="Use the image as is: no segmentation, crop or recentring.")] = False,
+    background: Annotated[BackgroundChoice, typer.Option(help="How the object is cut from its background. `auto`: an RGBA input's alpha, else `rembg` when it and its model are on disk, else `grabcut`. `grabcut`: built in, offline (OpenCV GrabCut seeded from the image border; about 0.5-3 s). `border`: pixels unlike the border's median colour (plain studio backdrops only). `rembg`: rembg's U-2-Net (pip install rembg; its model file must already be in $U2NET_HOME or ~/.u2net: ouro never downloads it). `keep`: no segmentation, crop or recentring. The mask used is written to mask.png; a line warns when it looks wrong.")] = BackgroundChoice("auto"),
+    mask: Annotated[Optional[Path], typer.Option(help="Your own foreground mask for the (single) input image: same size, white or opaque = object. Overrides --background.", show_default=False)] = None,
+    keep_background: Annotated[bool, typer.Option("--keep-background", help="Deprecated spelling of --background keep.")] = False,
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
     video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it).")] = 512,
@@ -58,12 +65,16 @@ def sample(
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
+    from ouro.data.segment import rembg_unavailable_reason
     from ouro.io.checkpoint import CheckpointError
+    from ouro.io.files import check_output_folder
     from ouro.pipelines.sample import (
-        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, NoMeshSurface, SampleSettings, expand_inputs, load_pipeline, write_outputs,
+        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, NoMeshSurface, SampleSettings, background_meta, expand_inputs, load_pipeline,
+        write_outputs,
     )
 
-    # 1. options
+    # 1. options, and the output folder can be written (checked before a model is loaded)
+    checked_output(check_output_folder, output)
     mesh_settings = None
     if mesh:  # fail before sampling when the mesh cannot be written
         from ouro.pipelines.export import MeshSettings
@@ -82,6 +93,13 @@ def sample(
     if steps is not None:  # fail before loading a large model
         check_window(steps, "--steps")
     scales = _pair(guidance, "--guidance") if guidance else None
+    method = background.value
+    if keep_background:
+        if method not in ("auto", "keep"):
+            fail(f"--keep-background and --background {method} disagree; give only --background")
+        method = "keep"
+    if method == "rembg" and mask is None and (reason := rembg_unavailable_reason()) is not None:
+        fail(f"--background rembg: {reason}; or use --background grabcut")
     device, torch_dtype = resolve_device_dtype(device, dtype)
 
     # 2. every input is read and prepared before anything is written
@@ -89,6 +107,8 @@ def sample(
         files = expand_inputs(list(images))
     except FileNotFoundError as exc:
         fail(str(exc))
+    if mask is not None and len(files) != 1:
+        fail(f"--mask {mask}: a mask belongs to one image, but {len(files)} were given; run one image at a time")
     try:
         pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
     except (ModelNotFound, CheckpointError) as exc:
@@ -100,9 +120,14 @@ def sample(
                               save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input)
     size = pipe.config.generator.image_size
     try:
-        prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]
+        prepared = [prepare_image(f, size, background=method, mask=mask) for f in files]
     except InputImageError as exc:
         fail(str(exc))
+    names = _unique_names(files) if len(files) > 1 or any(p.is_dir() for p in images) else [None]
+    for file, item, name in zip(files, prepared, names):
+        warning = item.foreground.warning(str(file), str(output / name / "mask.png" if name else output / "mask.png")) if item.foreground else None
+        if warning:
+            err_console.print(f"[bold yellow]ouro: warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     hint = f" ({DEMO_HINT})" if description == DEMO_DESCRIPTION and checkpoint is None else ""
     err_console.print(f"ouro: sampling with {description}{hint}", soft_wrap=True, highlight=False, markup=False)
 
@@ -113,7 +138,6 @@ def sample(
         stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     except OSError as exc:
         fail(f"{output}: cannot write there ({exc.strerror}); choose another --output")
-    names = _unique_names(files) if len(files) > 1 or any(p.is_dir() for p in images) else [None]
     try:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console, transient=False) as bar:
@@ -122,10 +146,10 @@ def sample(
                 result = pipe(item.image, settings, progress=lambda done, total: bar.update(task, completed=done))
                 folder = stage / name if name else stage
                 folder.mkdir(exist_ok=True)
-                meta = {"input": str(file), "model": description, **pipe.describe(settings)}
+                meta = {"input": str(file), "model": description, "background": background_meta(item), **pipe.describe(settings)}
                 try:
-                    write_outputs(folder, result, item.image, meta, input_mask=item.mask, video_frames=video_frames,
-                                  video_size=video_size, mesh=mesh_settings, compat=pipe.compat,
+                    write_outputs(folder, result, item.image, meta, mask=item.foreground.mask if item.foreground is not None else None,
+                                  video_frames=video_frames, video_size=video_size, mesh=mesh_settings, compat=pipe.compat,
                                   stage=lambda name: bar.update(task, description=f"{file.name}: {name}"))
                 except NoMeshSurface as exc:
                     fail(f"{file}: {exc}; drop --mesh")

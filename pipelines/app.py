@@ -5,8 +5,9 @@ One request = one call of :class:`~ouro.pipelines.sample.SamplePipeline` and one
 of its own under the app's output root::
 
     <root>/<YYYYmmdd-HHMMSS>-<8 hex>/
-        result/                   as `ouro sample -o result/ --mesh`: input.png, mask.png, views/,
-                                  views.png, gaussians.ply, orbit.mp4, mesh.glb, meta.json
+        result/                   as `ouro sample -o result/ --mesh`: input.png, mask.png (in the
+                                  input file's own frame), views/, views.png, gaussians.ply,
+                                  orbit.mp4, mesh.glb, meta.json
         ouro-<name>.zip           result/, zipped (the "everything" download)
         splats-viewer.ply         gaussians.ply turned into the splat viewer's y-down frame (display only)
 
@@ -31,11 +32,13 @@ from typing import Callable
 
 import torch
 
+from ouro.conventions import check_seed
 from ouro.gaussians import rotate
 from ouro.gaussians.ply import write_ply
+from ouro.pipelines.choices import BACKGROUND_METHODS
 from ouro.pipelines.export import MeshSettings
 from ouro.pipelines.sample import (
-    DEFAULT_VIDEO_SIZE, SampleFiles, SamplePipeline, SampleSettings, demo_checkpoint, load_pipeline,
+    DEFAULT_VIDEO_SIZE, SampleFiles, SamplePipeline, SampleSettings, background_meta, demo_checkpoint, load_pipeline,
     write_outputs,
 )
 
@@ -47,8 +50,8 @@ __all__ = [
     "build_blocks", "launch",
 ]
 
-#: Background methods: ``remove`` (alpha, else the border colour; recentred and cropped) or ``keep``.
-BACKGROUNDS = ("remove", "keep")
+#: Background methods: those of ``ouro sample --background`` (:data:`~ouro.pipelines.choices.BACKGROUND_METHODS`).
+BACKGROUNDS = BACKGROUND_METHODS
 #: The splat viewer (gsplat.js in Gradio's Model3D) reads the original 3DGS scenes' y-down world; ours
 #: is +y up with the input camera on +z. Half a turn about x, ``(w, x, y, z) = (0, 1, 0, 0)``, shows the
 #: object upright and facing the viewer's default camera.
@@ -69,7 +72,7 @@ class AppRequest:
     seed: int = 0
     feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
     fast: bool = False  #: decode only the 4 views G reads before the last step
-    background: str = "remove"  #: one of :data:`BACKGROUNDS`
+    background: str = "auto"  #: one of :data:`BACKGROUNDS`, as ``ouro sample --background``
     video_size: int = DEFAULT_VIDEO_SIZE  #: turntable side, pixels
     mesh: bool = True  #: also fuse and write mesh.glb
 
@@ -85,6 +88,7 @@ class AppResult:
     description: str  #: the model, as reported
     settings: SampleSettings  #: how it was sampled (steps resolved)
     seconds: float  #: wall time of the request
+    warning: str | None = None  #: the foreground mask's plausibility warning, as ``ouro sample`` prints it
 
 
 def default_examples() -> list[Path]:
@@ -188,21 +192,22 @@ class OuroApp:
             raise ValueError(f"turntable size {request.video_size}: choose {MIN_VIDEO_SIZE} to {MAX_VIDEO_SIZE} pixels")
         if request.steps is not None and not 1 <= request.steps <= MAX_STEPS:
             raise ValueError(f"steps {request.steps}: choose 1 to {MAX_STEPS}")
+        check_seed(request.seed)
         # 1. model and input (nothing is written before the input is known to be good)
         pipe, description = self.pipeline(request.model)
         steps = request.steps or int(pipe.config.diffusion.num_steps)
         settings = SampleSettings(num_steps=steps, feedback=request.feedback, seed=int(request.seed),
                                   decode_reconstructor_views_only=request.fast)
-        item = prepare_image(Path(request.image), pipe.config.generator.image_size,
-                             keep_background=request.background == "keep")
+        item = prepare_image(Path(request.image), pipe.config.generator.image_size, background=request.background)
         # 2. sample, then write into this request's own folder
         folder = self.new_request_folder()
         try:
             result = pipe(item.image, settings, progress=progress)
             (folder / "result").mkdir()
-            meta = {"input": Path(request.image).name, "model": description, "app": {"background": request.background},
+            meta = {"input": Path(request.image).name, "model": description, "background": background_meta(item),
                     **pipe.describe(settings)}
-            files = write_outputs(folder / "result", result, item.image, meta, input_mask=item.mask,
+            mask = item.foreground.mask if item.foreground is not None else None  # in the input's own frame, as ouro sample
+            files = write_outputs(folder / "result", result, item.image, meta, mask=mask,
                                   video_frames=self.video_frames, video_size=request.video_size,
                                   mesh=self.mesh_settings if request.mesh else None, compat=pipe.compat, stage=stage)
             viewer_ply = folder / "splats-viewer.ply"
@@ -211,7 +216,8 @@ class OuroApp:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return AppResult(folder, files, archive, viewer_ply, description, settings, time.perf_counter() - t0)
+        warning = item.foreground.warning(Path(request.image).name, str(files.mask)) if item.foreground is not None else None
+        return AppResult(folder, files, archive, viewer_ply, description, settings, time.perf_counter() - t0, warning)
 
 
 # ------------------------------------------------------------------------------------- the page
@@ -220,7 +226,7 @@ CSS = ".ouro-fill img { width: 100%; height: 100%; object-fit: contain; image-re
 INTRO = """# ouro: image to 3D
 Ouroboros3D's recursive sampling: a video diffusion model makes 8 views of the object, and at every
 denoising step a Gaussian reconstructor lifts them to 3D and feeds its renders back. Drop an image
-(RGBA, or an object on a plain background) or pick an example, then **Generate**.
+(RGBA, or a photo of an object: its background is cut away) or pick an example, then **Generate**.
 """
 
 
@@ -262,9 +268,11 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
         files = result.files
         status = (f"Sampled with {result.description}, {result.settings.num_steps} steps, seed {result.settings.seed}, in "
                   f"{result.seconds:.0f} s: {files.num_gaussians} Gaussians. Outputs: `{result.folder}`")
+        if result.warning:
+            status = f"**Warning:** {result.warning}\n\n{status}"
         views = [(str(p), f"view {k}") for k, p in enumerate(files.views)]
         downloads = [str(p) for p in (files.gaussians, files.mesh, files.video, result.archive) if p is not None]
-        return (status, str(files.input), str(files.mask), views, str(files.video), str(result.viewer_ply),
+        return (status, str(files.input), str(files.mask) if files.mask else None, views, str(files.video), str(result.viewer_ply),
                 str(files.mesh) if files.mesh else None, downloads)
 
     # Gradio serves copies of the results from its own cache; copies older than a day go (the request
@@ -285,15 +293,18 @@ def build_blocks(app: OuroApp, examples: list[Path] | tuple[Path, ...] = ()):
                     seed = gr.Number(0, precision=0, label="Seed (same seed, same result)")
                     feedback = gr.Checkbox(True, label="3D feedback at every step (off: denoise, then reconstruct once)")
                     fast = gr.Checkbox(False, label="Fast: decode only the 4 views the reconstructor reads before the last step")
-                    background = gr.Radio(list(BACKGROUNDS), value="remove", label="Background",
-                                          info="remove: alpha, else the border colour; the object is recentred. keep: as is")
+                    background = gr.Radio(list(BACKGROUNDS), value="auto", label="Background",
+                                          info="as ouro sample --background. auto: an RGBA image's alpha, else rembg (model on "
+                                               "disk), else grabcut (built in); border: unlike the border's colour (plain "
+                                               "backdrops); keep: as is, no crop")
                     video_size = gr.Slider(MIN_VIDEO_SIZE, MAX_VIDEO_SIZE, value=DEFAULT_VIDEO_SIZE, step=16, label="Turntable size, pixels")
                     mesh = gr.Checkbox(True, label="Mesh (GLB), fused from the splats")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
                     prepared = gr.Image(label="Input as prepared", interactive=False, height=200, elem_classes="ouro-fill")
-                    mask = gr.Image(label="Mask", interactive=False, height=200, elem_classes="ouro-fill")
+                    mask = gr.Image(label="Mask (as cut, in the input's own frame)", interactive=False, height=200,
+                                    elem_classes="ouro-fill")
                 views = gr.Gallery(label="The 8 generated views (view 0: the input's)", columns=4, rows=2, height=400, object_fit="contain")
                 with gr.Row():
                     splats = gr.Model3D(label="3D Gaussians (drag to turn)", elem_id="splats-viewer", height=420)

@@ -6,7 +6,7 @@ them (:func:`ouro.cli._common.choice_enum`), so a choice is added in one place.
 
 from __future__ import annotations
 
-__all__ = ["ABLATIONS", "ENGINES", "EXPORT_FORMATS", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES", "RECON_LOSSES", "UP_AXES"]
+__all__ = ["ABLATIONS", "BACKGROUND_METHODS", "ENGINES", "EXPORT_FORMATS", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES", "RECON_LOSSES", "UP_AXES"]
 
 #: Blender render engines of ``ouro render`` (and of eval's ground truth).
 ENGINES = ("cycles", "workbench")
@@ -16,6 +16,10 @@ NORMALIZE_MODES = ("diagonal", "extent")
 UP_AXES = ("z", "y")
 #: Files of ``ouro export``: ``ply`` (the splats) or a vertex-coloured mesh (``glb``, ``obj``).
 EXPORT_FORMATS = ("ply", "glb", "obj")
+#: How ``ouro sample`` separates the object from its background (ouro.data.segment): ``auto`` (an
+#: RGBA image's alpha, else rembg when installed with its model on disk, else grabcut), ``rembg``,
+#: ``grabcut`` (built in, offline), ``border`` (the border-colour rule), ``keep`` (no segmentation).
+BACKGROUND_METHODS = ("auto", "rembg", "grabcut", "border", "keep")
 #: Mixed-precision modes of accelerate.
 MIXED_PRECISION = ("no", "fp16", "bf16")
 #: Learning rate after the warm-up: constant (the paper), or decayed to 0 at the last step.

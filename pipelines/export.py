@@ -11,6 +11,7 @@ outside, coloured as they look, in the object frame (+y up, as glTF).
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,8 +20,9 @@ import torch
 
 from ouro.gaussians import Gaussians, render
 from ouro.gaussians.rasterize import render_median_depth
-from ouro.gaussians.ply import read_ply, write_ply
+from ouro.gaussians.ply import read_finite_ply, write_ply
 from ouro.geometry.cameras import intrinsics_from_fov, orbit_cameras
+from ouro.io.files import make_parent
 from ouro.io.mesh import ColoredMesh, tsdf_fuse, write_mesh
 
 from .choices import EXPORT_FORMATS
@@ -99,29 +101,44 @@ def export(
     format: str | None = None,
     settings: MeshSettings = MeshSettings(),
     progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the Gaussians in the 3DGS PLY ``src`` to ``dst``.
 
     Args:
         src: a 3DGS PLY (as written by ``ouro sample``).
-        dst: output file; ``format`` defaults to its suffix.
+        dst: output file; ``format`` defaults to its suffix. Missing folders above it are created
+            (and removed again if the write fails).
         format: ``ply`` (the splats, pruned of near-transparent Gaussians), ``glb`` or ``obj``
             (a vertex-coloured mesh).
+        log: told, in one line, how many Gaussians holding NaN or Inf were dropped (if any).
 
     Returns:
-        The written path. Raises ``ValueError`` for an unreadable or empty PLY or an unknown format.
+        The written path. Raises ``ValueError`` for an unreadable or empty PLY, one whose every
+        Gaussian holds NaN or Inf, or an unknown format.
     """
     src, dst = Path(src), Path(dst)
     fmt = format or dst.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"{dst}: unknown export format {fmt!r}; use ply, glb or obj")
-    gaussians = read_ply(src)
-    if gaussians.num_gaussians == 0:
+    gaussians, dropped = read_finite_ply(src)
+    total = gaussians.num_gaussians + dropped
+    if total == 0:
         raise ValueError(f"{src}: the PLY holds no Gaussians")
-    if fmt == "ply":
-        write_ply(dst, gaussians)
-        return dst
-    mesh = gaussians_to_mesh(gaussians, settings, progress)
-    if len(mesh.faces) == 0:
+    if gaussians.num_gaussians == 0:
+        raise ValueError(f"{src}: all {total} Gaussians hold NaN or Inf values; nothing to export (re-create the PLY)")
+    if dropped and log is not None:
+        log(f"{src}: dropped {dropped} of {total} Gaussians holding NaN or Inf values")
+    mesh = gaussians_to_mesh(gaussians, settings, progress) if fmt != "ply" else None
+    if mesh is not None and len(mesh.faces) == 0:
         raise ValueError(f"{src}: no surface could be extracted (are the Gaussians visible?)")
-    return write_mesh(dst, mesh, fmt)
+    created = make_parent(dst)
+    try:
+        if mesh is None:
+            write_ply(dst, gaussians)
+            return dst
+        return write_mesh(dst, mesh, fmt)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
+from ouro.conventions import check_seed
 from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
@@ -31,11 +32,13 @@ from ouro.models.feedback import FeedbackMaps, render_feedback
 from ouro.models.reconstructor import noise_level
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ouro.pipelines.export import MeshSettings
 
 __all__ = [
     "SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "SampleFiles", "view_cameras", "turntable",
-    "write_outputs", "NoMeshSurface", "mesh_support_missing", "load_pipeline",
+    "write_outputs", "background_meta", "NoMeshSurface", "mesh_support_missing", "load_pipeline",
 ]
 
 
@@ -185,6 +188,7 @@ class SamplePipeline:
             raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
+        check_seed(settings.seed)
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
@@ -389,8 +393,9 @@ class SampleFiles:
 
     Attributes:
         folder: the object's output folder.
-        input, mask: the prepared input (RGB on white) and its foreground mask (``mask.png``,
-            None when no mask was given).
+        input: ``input.png``, the prepared input the models read (RGB on white).
+        mask: ``mask.png``, the foreground mask the input was cut with, in the input file's own
+            pixel frame; None when no mask was given (``--background keep``).
         views: ``views/000.png ..``, one per generated view; ``grid``: ``views.png``, all of them.
         gaussians: ``gaussians.ply`` (standard 3DGS layout); ``num_gaussians``: the Gaussians in it.
         video: the turntable (``orbit.mp4``, or ``orbit.gif`` without an H.264 encoder).
@@ -418,7 +423,7 @@ def write_outputs(
     input_image: Tensor,  # [3, S, S] prepared input
     meta: dict,
     *,
-    input_mask: Tensor | None = None,  # [1, S, S] its foreground mask in [0, 1]
+    mask: "np.ndarray | None" = None,  # [H, W] float in [0, 1]: the foreground mask in the input's own frame
     video_frames: int = 60,
     video_size: int = DEFAULT_VIDEO_SIZE,
     mesh: "MeshSettings | None" = None,
@@ -427,12 +432,13 @@ def write_outputs(
 ) -> SampleFiles:
     """Write one object's outputs into ``folder`` (which must exist and be empty).
 
-    The one writer of ``ouro sample`` and ``ouro app``: ``input.png`` (and ``mask.png``),
-    ``views/``, ``views.png``, ``gaussians.ply``, ``orbit.mp4`` (``video_frames`` renders of the
-    splats, ``video_size`` pixels square, whatever the model's view size), ``mesh.glb`` when
-    ``mesh`` settings are given (a vertex-coloured mesh fused from the splats, as ``ouro export``),
-    ``intermediate/`` when the result holds per-step records, and ``meta.json``.
-    ``stage(name)`` is called before each slow stage (``video``, ``mesh``).
+    The one writer of ``ouro sample`` and ``ouro app``: ``input.png`` (the prepared input the
+    models read), ``mask.png`` when ``mask`` is given (the foreground mask the input was cut with,
+    in the input file's own pixel frame), ``views/``, ``views.png``, ``gaussians.ply``,
+    ``orbit.mp4`` (``video_frames`` renders of the splats, ``video_size`` pixels square, whatever
+    the model's view size), ``mesh.glb`` when ``mesh`` settings are given (a vertex-coloured mesh
+    fused from the splats, as ``ouro export``), ``intermediate/`` when the result holds per-step
+    records, and ``meta.json``. ``stage(name)`` is called before each slow stage (``video``, ``mesh``).
 
     Raises :class:`NoMeshSurface` when a mesh is asked for and none can be extracted (no visible splats).
     """
@@ -446,9 +452,9 @@ def write_outputs(
     t0 = time.perf_counter()
     Image.fromarray(_to_uint8(input_image)).save(folder / "input.png")
     mask_path = None
-    if input_mask is not None:
+    if mask is not None:
         mask_path = folder / "mask.png"
-        Image.fromarray(_to_uint8(input_mask.expand(3, -1, -1))[..., 0]).save(mask_path)  # one channel: mode L
+        Image.fromarray((mask.clip(0, 1) * 255 + 0.5).astype("uint8"), "L").save(mask_path)
     (folder / "views").mkdir()
     views = []
     for k, view in enumerate(result.views):
@@ -506,6 +512,18 @@ def mesh_support_missing() -> str | None:
     except ImportError:
         return "open3d"
     return None
+
+
+def background_meta(prepared) -> dict:
+    """meta.json's ``background`` record of a :class:`ouro.data.preprocess.PreparedImage`: the method,
+    the mask file and the plausibility check's figures and problems."""
+    fg = prepared.foreground
+    if fg is None:
+        return {"method": "keep"}
+    c = fg.check
+    figures = {"area": c.area, "border": c.border, "largest_share": c.largest_share, "holes": c.holes, "edge_overlap": c.edge_overlap}
+    return {"method": fg.method, "mask": "mask.png", "check": {k: (round(v, 4) if v is not None else None) for k, v in figures.items()},
+            "problems": list(c.problems)}
 
 
 # ------------------------------------------------------------------------------ model choice

@@ -19,7 +19,7 @@ import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.io.checkpoint import CHECKPOINT_FILE, is_checkpoint
 
-from ouro.conventions import FRAME_CHOICES
+from ouro.conventions import FRAME_CHOICES, check_seed
 
 from .choices import LR_SCHEDULERS, MIXED_PRECISION
 from .train_step import StepSettings, ablation_feedback
@@ -82,6 +82,9 @@ class TrainConfig:
     init_official: str | None = None  #: public Ouroboros3D weights (or an ouro checkpoint) for F, G, VAE, CLIP
     compat: str | None = None  #: "official" when starting from the public weights (their quirks)
     seed: int = 0
+    #: one CPU thread per process and torch's deterministic algorithms: the same seed gives the same
+    #: losses whatever OMP_NUM_THREADS the caller exported (exact resume needs the same setting throughout)
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         # the recipe left open follows the weights: the public training code's when fine-tuning the
@@ -134,6 +137,7 @@ class TrainConfig:
             raise ValueError(f"compat must be null or 'official', got {self.compat!r}")
         if not self.output:
             raise ValueError("output (the run folder) is empty")
+        check_seed(self.seed)
 
     def step_settings(self) -> StepSettings:
         return StepSettings(

@@ -54,7 +54,7 @@ from ouro.models.svd_parts import FPS_ID, MOTION_BUCKET_ID
 
 from .choices import ABLATIONS, RECON_LOSSES
 
-__all__ = ["ABLATIONS", "StepSettings", "StepOutput", "JointModel", "ablation_feedback", "make_perceptual"]
+__all__ = ["ABLATIONS", "StepSettings", "StepOutput", "JointModel", "ablation_feedback", "conditioning_dropout", "make_perceptual"]
 
 _STEP_STREAM, _COIN_STREAM = 0x57E9, 0xC011
 
@@ -110,6 +110,13 @@ class StepOutput(NamedTuple):
     recon_clean: Tensor  # ... on the clean target views (c_noise = 0)
     feedback: Tensor  # 1.0 when pass B (feedback) was used, else 0.0
     sigma: Tensor  # [B] noise levels
+
+
+def conditioning_dropout(u: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Which conditions a sample keeps, from its uniform draw ``u [B]`` in [0, 1) (InstructPix2Pix, the
+    public training code): ``u < p`` drops the CLIP embedding only, ``p <= u < 2p`` both, ``2p <= u < 3p``
+    the condition latent only; each case has probability ``p``. Returns ``(keep_clip, keep_latent)``, bool ``[B]``."""
+    return ~(u < 2 * p), ~((u >= p) & (u < 3 * p))
 
 
 def make_perceptual(weight: float) -> nn.Module | None:
@@ -211,9 +218,7 @@ class JointModel(nn.Module):
 
             # 3. conditioning dropout (InstructPix2Pix, as the public code)
             u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(dev)
-            p = s.cfg_dropout
-            keep_clip = ~(u < 2 * p)
-            keep_latent = ~((u >= p) & (u < 3 * p))
+            keep_clip, keep_latent = conditioning_dropout(u, s.cfg_dropout)
             clip = clip * keep_clip.view(B, 1, 1).to(clip.dtype)
             cond_latent = cond_latent * keep_latent.view(B, 1, 1, 1).to(cond_latent.dtype)
 

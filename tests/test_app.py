@@ -67,7 +67,7 @@ def expected():
 def generate(client, seed=0, video_size=VIDEO_SIZE, mesh=True, submit=False):
     from gradio_client import handle_file
 
-    args = (handle_file(str(CHAIR)), DEMO_LABEL, STEPS, seed, True, False, "remove", video_size, mesh)
+    args = (handle_file(str(CHAIR)), DEMO_LABEL, STEPS, seed, True, False, "auto", video_size, mesh)
     return client.submit(*args, api_name="/generate") if submit else client.predict(*args, api_name="/generate")
 
 
@@ -142,6 +142,10 @@ def test_a_bad_image_or_option_is_refused_and_leaves_no_folder(tiny_checkpoint, 
         app.run(AppRequest(CHAIR, "tiny", steps=1, video_size=100_000, mesh=False))
     with pytest.raises(ValueError, match="unknown model 'other'"):
         app.run(AppRequest(CHAIR, "other", steps=1, mesh=False))
+    with pytest.raises(ValueError, match="seed -1: choose a whole number from 0 to 9223372036854775807"):  # as ouro sample --seed
+        app.run(AppRequest(CHAIR, "tiny", steps=1, seed=-1, mesh=False))
+    with pytest.raises(ValueError, match="background 'remove': choose one of \\('auto', 'rembg', 'grabcut', 'border', 'keep'\\)"):
+        app.run(AppRequest(CHAIR, "tiny", steps=1, background="remove", mesh=False))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -152,6 +156,14 @@ def test_requests_write_into_folders_of_their_own(tiny_checkpoint, tmp_path):
     assert a.folder != b.folder and sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([a.folder.name, b.folder.name])
     assert sorted(p.name for p in a.folder.iterdir()) == sorted(["result", a.archive.name, "splats-viewer.ply"])
     assert a.files.folder == a.folder / "result" and a.files.mesh is None
+    # the writer of ouro sample: mask.png is the mask the input was cut with, in the input file's frame (the chair's alpha)
+    np.testing.assert_array_equal(np.asarray(Image.open(a.files.mask)), np.asarray(Image.open(CHAIR))[..., 3])
+    meta = json.loads(a.files.meta.read_text())
+    assert meta["background"] == {"method": "alpha", "mask": "mask.png", "check": meta["background"]["check"], "problems": []}
+    assert a.warning is None
+    kept = app.run(AppRequest(CHAIR, "tiny", steps=1, seed=3, video_size=64, mesh=False, background="keep"))
+    assert kept.files.mask is None and not (kept.files.folder / "mask.png").exists()
+    assert json.loads(kept.files.meta.read_text())["background"] == {"method": "keep"}
     assert (a.folder / "result" / "gaussians.ply").read_bytes() == (b.folder / "result" / "gaussians.ply").read_bytes()  # same seed
     with zipfile.ZipFile(a.archive) as z:
         assert sorted(z.namelist()) == sorted(
@@ -170,6 +182,7 @@ def _no_public_weights(monkeypatch, tmp_path):
     (["--checkpoint", "nowhere"], "--checkpoint nowhere: not a checkpoint folder"),
     (["--examples", "nowhere"], "--examples nowhere: no such folder"),
     (["--model", "official"], "the public Ouroboros3D weights were not found"),
+    (["-o", "a-file"], "--output a-file is a file; give a folder"),
 ])
 def test_bad_options_exit_2_before_serving(monkeypatch, tmp_path, args, message):
     from typer.testing import CliRunner
@@ -178,6 +191,7 @@ def test_bad_options_exit_2_before_serving(monkeypatch, tmp_path, args, message)
 
     _no_public_weights(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder\n")
     result = CliRunner().invoke(cli, ["app", *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
 

@@ -279,3 +279,14 @@ def test_ray_positions_sit_on_their_pixel_ray_at_the_predicted_depth(tiny, views
         assert (z > 0).all()
     with pytest.raises(ValueError, match="positions must be one of"):
         Reconstructor(**{**tiny.config, "positions": "sideways"})
+
+
+def test_g_reads_views_0_2_4_6_of_8_by_default():
+    """The public LGM keeps views arange(0, 8, 2) of the 8 generated ones (docs/OFFICIAL.md 9.6): the
+    constructor's default, and what a config without the field loads as, not only the presets' value."""
+    default = Reconstructor(down_channels=(8, 8), down_attention=(False, False), mid_attention=False,
+                            up_channels=(8,), up_attention=(False,), input_size=8, splat_size=4, norm_groups=4)
+    assert tuple(default.config.input_views) == (0, 2, 4, 6)
+    assert default.select_views(8) == [0, 2, 4, 6]
+    config = {k: v for k, v in dict(default.config).items() if k != "input_views" and not k.startswith("_")}
+    assert Reconstructor.from_config(config).select_views(8) == [0, 2, 4, 6]

@@ -132,3 +132,22 @@ def test_rotate_turns_centres_and_covariances_and_keeps_the_rest():
     flip = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
     torch.testing.assert_close(rotate(gs, flip).means, gs.means * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
     torch.testing.assert_close(covariances(rotate(rotate(gs, flip), flip)), covariances(gs), rtol=0, atol=1e-12)
+
+
+def test_colours_read_from_a_3dgs_file_use_the_sh_band0_constant(tmp_path):
+    """A PLY as 3DGS training writes it (plyfile, not our writer): colour = 0.5 + C0 f_dc with the real
+    spherical-harmonics constant C0 = 1 / (2 sqrt(pi)), so other viewers and ours agree on colours."""
+    from plyfile import PlyData, PlyElement
+
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    row = (0.0, 0.0, 0.0, 1.0, -1.0, 0.25, 0.0, -3.0, -3.0, -3.0, 1.0, 0.0, 0.0, 0.0)
+    data = np.array([row], dtype=[(n, "f4") for n in names])
+    PlyData([PlyElement.describe(data, "vertex")]).write(str(tmp_path / "3dgs.ply"))
+    c0 = 1.0 / (2.0 * np.sqrt(np.pi))
+    colours = read_ply(tmp_path / "3dgs.ply").colors[0].double()
+    torch.testing.assert_close(colours, torch.tensor([0.5 + c0, 0.5 - c0, 0.5 + 0.25 * c0], dtype=torch.float64), rtol=0, atol=1e-7)
+    # and our writer stores f_dc = (colour - 0.5) / C0
+    write_ply(tmp_path / "ours.ply", Gaussians(torch.zeros(1, 3), torch.full((1, 3), 0.05), torch.tensor([[1.0, 0, 0, 0]]),
+                                               torch.tensor([0.5]), torch.tensor([[0.5 + c0, 0.5, 0.75]])))
+    cols = read_ply_arrays(tmp_path / "ours.ply")
+    assert abs(cols["f_dc_0"][0] - 1.0) < 1e-6 and abs(cols["f_dc_2"][0] - 0.25 / c0) < 1e-5

@@ -47,8 +47,8 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
                                  "--video-size", "80", "--anchor-input"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "mask.png", "meta.json", "orbit.mp4", "views", "views.png"]
-    mask = np.asarray(Image.open(out / "mask.png"))
-    assert mask.shape == (64, 64) and mask.max() == 255 and mask[0, 0] == 0  # the object, on empty margins
+    # the mask it cut with, in the input's frame: an RGBA input's own alpha
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "mask.png")), np.asarray(Image.open(src))[..., 3])
     views = sorted((out / "views").iterdir())
     assert [p.name for p in views] == [f"{k:03d}.png" for k in range(8)]
     assert all(Image.open(p).size == (64, 64) for p in views)
@@ -63,6 +63,7 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
     assert meta["outputs"]["video_size"] == 80 and meta["outputs"]["mesh"] is None
     assert meta["outputs"]["gaussians"] == read_ply(out / "gaussians.ply").num_gaussians
+    assert meta["background"]["method"] == "alpha" and meta["background"]["problems"] == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
@@ -221,7 +222,7 @@ def test_unwritable_output_exits_2(tiny_checkpoint, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = runner.invoke(app, ["sample", str(src), "-o", str(blocker / "out"), "--checkpoint", str(tiny_checkpoint), "--steps", "1"])
-    assert result.exit_code == 2 and "cannot write there" in result.output
+    assert result.exit_code == 2 and "file is a file, not a folder; choose another --output" in " ".join(result.output.split())
 
 
 def test_fast_setting_decodes_only_the_views_g_reads(pipe, image):
@@ -278,3 +279,35 @@ def test_guided_sample_under_official_compat_differs_and_each_mode_is_determinis
     # part of the difference is the guided calls' context order: without it the official sample changes too
     monkeypatch.setattr(mv_unet, "mixed_time_context", lambda unet: contextlib.nullcontext())
     assert (official - run("official")).abs().max() > 0.05
+
+
+def test_a_feedback_window_ending_before_the_last_step_excludes_its_end(pipe, image):
+    """[start, end) with end < num_steps: step `end` reads no maps (windows ending at the last step cannot tell)."""
+    settings = SampleSettings(num_steps=5, seed=0, feedback_steps=(1, 3), save_intermediate=True)
+    assert [settings.uses_feedback(i) for i in range(5)] == [False, True, True, False, False]
+    assert sorted(pipe(image, settings).feedback_inputs) == [1, 2]
+
+
+def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
+    """With --anchor-input, view 0 of F's input at step i is c_in(sigma_i) (anchor + sigma_i n) for one fixed n and
+    the clean input's latent as the anchor: recovered here from the inputs F saw at two steps."""
+    models = make_tiny_models()
+    pipe = SamplePipeline(models)
+    seen = []
+    hook = models.generator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0][-1:, 0, :4].clone()), with_kwargs=True)
+    try:
+        pipe(image, SampleSettings(num_steps=3, seed=2, anchor_input=True, guidance=(1.0, 1.0)))
+    finally:
+        hook.remove()
+    from ouro.diffusion import EulerSampler
+
+    cfg = models.config.diffusion
+    sigmas = EulerSampler(3, cfg.sigma_min, cfg.sigma_max, sigma_data=cfg.sigma_data).sigmas.double()
+    x = [seen[i].double() * (sigmas[i] ** 2 + cfg.sigma_data**2).sqrt() for i in range(3)]  # undo c_in
+    noise = (x[1] - x[2]) / (sigmas[1] - sigmas[2])
+    anchor = x[2] - sigmas[2] * noise
+    torch.testing.assert_close(x[0], anchor + sigmas[0] * noise, rtol=1e-4, atol=1e-3)
+    vae = models.conditioner.vae
+    cond = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
+    expected = vae.encode(cond).latent_dist.mode().double() * vae.config.scaling_factor
+    torch.testing.assert_close(anchor, expected, rtol=0, atol=1e-3)

@@ -288,7 +288,7 @@ def resumed(renders, tmp_path_factory) -> dict:
     """An uninterrupted 6-step run, and the same run killed (SIGKILL) after its first checkpoint, then resumed."""
     root = tmp_path_factory.mktemp("resume")
     fields = dict(max_steps=6, checkpoint_every=2, checkpoints_total_limit=2, ema=True, seed=3, kept=str(renders.parent / "one.txt"),
-                  warmup_steps=2, lr_scheduler="cosine")
+                  warmup_steps=2, lr_scheduler="cosine", deterministic=True)  # bit-exact whatever OMP_NUM_THREADS the caller set
     whole = tiny_config(renders, root / "whole", **fields)
     write_run_config(whole)
     run_training(whole)
@@ -297,7 +297,7 @@ def resumed(renders, tmp_path_factory) -> dict:
     args = [OURO, "train", "--preset", "tiny", "--data", str(renders), "--kept", str(renders.parent / "one.txt"),
             "-o", str(killed), "--max-steps", "6", "--checkpoint-every", "2", "--checkpoints-total-limit", "2", "--ema", "--seed", "3", "--batch-size", "1",
             "--warmup-steps", "2", "--lr-scheduler", "cosine",
-            "--lr", "1e-3", "--lpips-weight", "0", "--sample-every", "0", "--workers", "0", "--mixed-precision", "no"]
+            "--lr", "1e-3", "--lpips-weight", "0", "--sample-every", "0", "--workers", "0", "--mixed-precision", "no", "--deterministic"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300
     while not (killed / "checkpoint-000002" / "state.json").is_file():

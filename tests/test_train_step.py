@@ -101,3 +101,36 @@ def test_ouro_train_from_the_public_weights_records_its_recipe(tmp_path, public_
     config = json.loads((run / "config.json").read_text())
     assert config["compat"] == "official"
     assert (config["detach_feedback"], config["recon_loss"]) == expected
+
+
+def test_conditioning_dropout_cases_and_their_probabilities():
+    """InstructPix2Pix dropout as the public code draws it (p = 0.1): u < 0.1 drops CLIP only, 0.1 <= u < 0.2
+    both, 0.2 <= u < 0.3 the latent only, else nothing; each case has probability p."""
+    from ouro.pipelines.train_step import conditioning_dropout
+
+    u = torch.tensor([0.05, 0.15, 0.25, 0.35, 0.0999, 0.1, 0.2, 0.3])
+    keep_clip, keep_latent = conditioning_dropout(u, 0.1)
+    assert keep_clip.tolist() == [False, False, True, True, False, False, True, True]
+    assert keep_latent.tolist() == [True, False, False, True, True, False, False, True]
+    grid = (torch.arange(100_000) + 0.5) / 100_000
+    clip, latent = conditioning_dropout(grid, 0.1)
+    for case, share in (((~clip) & latent, 0.1), ((~clip) & (~latent), 0.1), (clip & (~latent), 0.1), (clip & latent, 0.7)):
+        assert case.float().mean().item() == pytest.approx(share, abs=1e-4)
+
+
+def test_training_step_hands_f_the_public_added_time_ids():
+    """F gets [fps id 6, motion bucket 127, sigma_c] per sample in training, as at inference (docs/OFFICIAL.md
+    11.6, 14): numbers from the public code, not from ouro's constants."""
+    models = make_tiny_models(seed=1)
+    model = JointModel(models.generator, models.reconstructor, models.conditioner, StepSettings(lpips_weight=0.0))
+    seen = []
+    hook = model.generator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[3].clone()), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(**_batch())
+    finally:
+        hook.remove()
+    assert seen
+    for ids in seen:
+        assert ids.shape == (1, 3) and ids[0, 0].item() == 6.0 and ids[0, 1].item() == 127.0
+        assert 0 < ids[0, 2].item() < 1  # sigma_c ~ LogNormal(-3, 0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from ouro.geometry.cameras import invert_rigid
+from ouro.io.files import atomic_path
 
 __all__ = ["ColoredMesh", "import_open3d", "tsdf_fuse", "write_mesh"]
 
@@ -120,12 +120,6 @@ def write_mesh(path: str | os.PathLike, mesh: ColoredMesh, fmt: str | None = Non
         vertex_colors=(rgba * 255 + 0.5).clip(0, 255).astype(np.uint8),
         process=False,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        tri.export(tmp, file_type=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tri.export(str(tmp), file_type=fmt)
     return path
