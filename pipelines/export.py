@@ -124,7 +124,10 @@ def _fuse(
     gaussians: Gaussians,
     settings: MeshSettings,
     progress: Callable[[int, int], None] | None = None,
+    with_color: bool = True,
 ) -> ColoredMesh:
+    """TSDF fusion of the splats' first-surface depth; ``with_color=False`` skips the colour renders
+    (a textured export discards vertex colours) and leaves the colours black."""
     gaussians = gaussians.to(dtype=torch.float32)
     extent = object_extent(gaussians)
     c2w = _fusion_cameras(settings, _fusion_radius(extent, settings.fov_deg))
@@ -135,12 +138,15 @@ def _fuse(
         for start in range(0, len(c2w), settings.chunk_views):
             views = slice(start, start + settings.chunk_views)
             cams, Ks = c2w[views].float(), K[views].float()
-            out = render(gaussians, cams, Ks, size, size, background=(0.0, 0.0, 0.0))
             # the first surface (not the alpha-weighted mean depth, which semi-transparent splats
             # pull towards the far side of the object); 0 = empty
             depths.append(render_median_depth(gaussians, cams, Ks, size, size, threshold=1 - settings.alpha_threshold)[:, 0])
-            # with a black background rgb = alpha * surface colour
-            colors.append((out.rgb / out.alpha.clamp_min(1e-6)).clamp(0, 1))
+            if with_color:
+                out = render(gaussians, cams, Ks, size, size, background=(0.0, 0.0, 0.0))
+                # with a black background rgb = alpha * surface colour
+                colors.append((out.rgb / out.alpha.clamp_min(1e-6)).clamp(0, 1))
+            else:
+                colors.append(torch.zeros(len(cams), 3, size, size))
             if progress is not None:
                 progress(min(start + settings.chunk_views, len(c2w)), len(c2w))
     return tsdf_fuse(
@@ -188,16 +194,19 @@ def gaussians_to_textured_mesh(
     settings: MeshSettings = MeshSettings(),
     texture: TextureSettings = TextureSettings(),
     progress: Callable[[int, int], None] | None = None,
+    fused: ColoredMesh | None = None,
 ) -> TexturedMesh:
     """Fuse, clean, decimate, UV-unwrap and texture one set of Gaussians (CPU).
 
-    1. TSDF fusion of rendered depth (:func:`gaussians_to_mesh`), then cleaning and decimation to
+    1. TSDF fusion of rendered depth (as :func:`gaussians_to_mesh`), then cleaning and decimation to
        ``settings.faces`` or else ``texture.faces`` faces.
     2. xatlas UV unwrap into one ``texture.size`` atlas.
     3. The splats rendered from the fusion cameras at ``texture.view_size``; each texel gets the
        blend of the views that see its surface point (:func:`ouro.io.texture.bake_texture`);
        surface no view sees takes the nearest opaque splat's colour; gutters are padded.
 
+    ``fused``: the mesh of step 1 before cleaning, when the caller already fused the same
+    Gaussians with the same ``settings`` (e.g. for a vertex-coloured export too); fusion is skipped.
     ``progress(done, total)`` counts rendered and sampled views over all steps.
     """
     from ouro.io.texture import bake_texture, unwrap
@@ -212,7 +221,7 @@ def gaussians_to_textured_mesh(
         return None if progress is None else (lambda done, _: progress(offset + done, total))
 
     # 1. fused, cleaned, decimated surface
-    mesh = _fuse(gaussians, settings, stage(0))
+    mesh = fused if fused is not None else _fuse(gaussians, settings, stage(0), with_color=False)
     if len(mesh.faces) == 0:
         raise NoSurfaceError("no surface could be extracted (are the Gaussians visible?)")
     mesh = _clean(mesh, settings, settings.faces if settings.faces is not None else texture.faces)
