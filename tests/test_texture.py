@@ -246,3 +246,16 @@ def test_cli_texture_options_and_errors(tmp_path):
     assert result.exit_code == 2 and "power of two" in result.output
     result = runner.invoke(app, ["export", "--help"])
     assert "--texture" in result.output and "--faces" in result.output
+
+
+@pytest.mark.slow
+def test_cli_writes_a_textured_obj_with_its_material_and_texture(tmp_path):
+    ply = tmp_path / "ball.ply"
+    write_ply(ply, gradient_sphere(n=3000, sigma=0.02))
+    small = ["--resolution", "64", "--voxels", "64", "--bake-resolution", "96", "--faces", "800"]
+    result = CliRunner().invoke(app, ["export", str(ply), "-o", str(tmp_path / "ball.obj"), "--texture", "128", *small])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ball.mtl", "ball.obj", "ball.ply", "ball.png"]
+    assert "map_Kd ball.png" in (tmp_path / "ball.mtl").read_text()
+    loaded = trimesh.load(tmp_path / "ball.obj", force="mesh", process=False)
+    assert len(loaded.faces) <= 800 and loaded.visual.material.image.size == (128, 128)
