@@ -46,18 +46,16 @@ def export(
     if not gaussians.is_file():
         fail(f"{gaussians}: no such file; give the path of a 3DGS PLY (e.g. out/gaussians.ply)")
     dst, fmt = _resolve_output(gaussians, output, format)
-    if texture is not None:
-        if fmt == "ply":
-            fail(f"{dst}: --texture needs a mesh output; use .glb or .obj")
-        if texture < 64 or texture > 8192 or texture & (texture - 1):
-            fail(f"--texture {texture}: give a power of two from 64 to 8192 (e.g. 1024)")
-    elif faces is not None and fmt == "ply":
-        fail(f"{dst}: --faces needs a mesh output; use .glb or .obj")
-    checked_output(check_output_file, dst)  # before the mesh is computed; missing folders are created
+    if fmt == "ply" and (texture is not None or faces is not None):
+        fail(f"{dst}: {'--texture' if texture is not None else '--faces'} needs a mesh output; use .glb or .obj")
     settings = MeshSettings(image_size=resolution, voxels=voxels, faces=faces)
     bake = None
     if texture is not None:
-        bake = TextureSettings(size=texture, view_size=bake_resolution, **({"faces": faces} if faces is not None else {}))
+        try:
+            bake = TextureSettings(size=texture, view_size=bake_resolution, **({"faces": faces} if faces is not None else {}))
+        except ValueError as exc:
+            fail(str(exc))
+    checked_output(check_output_file, dst)  # before the mesh is computed; missing folders are created
 
     def warn(line: str) -> None:
         err_console.print(f"[yellow]ouro: warning:[/] {escape(line)}", soft_wrap=True, highlight=False)

@@ -60,7 +60,8 @@ def sample(
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
     video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it).")] = 512,
-    mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a vertex-coloured mesh fused from the splats, as `ouro export` (needs the mesh extra).")] = False,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a mesh fused from the splats, as `ouro export` (vertex colours, or a texture with --texture; needs the mesh extra).")] = False,
+    texture: Annotated[Optional[int], typer.Option("--texture", help="With --mesh: bake a TEXTURE x TEXTURE colour texture (a power of two, 64-8192) onto a UV-unwrapped mesh of 50,000 faces instead of vertex colours, as `ouro export --texture` (CPU, minutes).", show_default=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
@@ -84,6 +85,16 @@ def sample(
         if missing:
             fail(f"--mesh needs {missing}: pip install 'ouro3d[mesh]'")
         mesh_settings = MeshSettings()
+    texture_settings = None
+    if texture is not None:
+        from ouro.pipelines.export import TextureSettings
+
+        if not mesh:
+            fail("--texture bakes the mesh's texture: add --mesh")
+        try:
+            texture_settings = TextureSettings(size=texture)
+        except ValueError as exc:
+            fail(str(exc))
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
 
     def check_window(total: int, what: str) -> None:
@@ -149,7 +160,7 @@ def sample(
                 meta = {"input": str(file), "model": description, "background": background_meta(item), **pipe.describe(settings)}
                 try:
                     write_outputs(folder, result, item.image, meta, mask=item.foreground.mask if item.foreground is not None else None,
-                                  video_frames=video_frames, video_size=video_size, mesh=mesh_settings, compat=pipe.compat,
+                                  video_frames=video_frames, video_size=video_size, mesh=mesh_settings, texture=texture_settings, compat=pipe.compat,
                                   stage=lambda name: bar.update(task, description=f"{file.name}: {name}"))
                 except NoMeshSurface as exc:
                     fail(f"{file}: {exc}; drop --mesh")

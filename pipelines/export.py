@@ -77,6 +77,10 @@ class TextureSettings:
     depth_tolerance: float = 0.02  #: visibility slack behind the mesh's rendered depth, fraction of the object radius
     padding: int = 4  #: texels between UV charts
 
+    def __post_init__(self) -> None:
+        if self.size < 64 or self.size > 8192 or self.size & (self.size - 1):
+            raise ValueError(f"--texture {self.size}: give a power of two from 64 to 8192 (e.g. 1024)")
+
 
 def object_extent(gaussians: Gaussians, min_opacity: float = 0.05) -> float:
     """Radius of a sphere at the origin holding the visible Gaussians' 3-sigma ellipsoids."""

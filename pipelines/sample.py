@@ -34,7 +34,7 @@ from ouro.models.reconstructor import noise_level
 if TYPE_CHECKING:
     import numpy as np
 
-    from ouro.pipelines.export import MeshSettings
+    from ouro.pipelines.export import MeshSettings, TextureSettings
 
 __all__ = [
     "SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "SampleFiles", "view_cameras", "turntable",
@@ -427,6 +427,7 @@ def write_outputs(
     video_frames: int = 60,
     video_size: int = DEFAULT_VIDEO_SIZE,
     mesh: "MeshSettings | None" = None,
+    texture: "TextureSettings | None" = None,
     compat: str | None = None,
     stage: Callable[[str], None] | None = None,
 ) -> SampleFiles:
@@ -436,8 +437,8 @@ def write_outputs(
     models read), ``mask.png`` when ``mask`` is given (the foreground mask the input was cut with,
     in the input file's own pixel frame), ``views/``, ``views.png``, ``gaussians.ply``,
     ``orbit.mp4`` (``video_frames`` renders of the splats, ``video_size`` pixels square, whatever
-    the model's view size), ``mesh.glb`` when ``mesh`` settings are given (a vertex-coloured mesh
-    fused from the splats, as ``ouro export``), ``intermediate/`` when the result holds per-step
+    the model's view size), ``mesh.glb`` when ``mesh`` settings are given (fused from the splats as
+    ``ouro export`` does: vertex-coloured, or UV-textured with ``texture``), ``intermediate/`` when the result holds per-step
     records, and ``meta.json``. ``stage(name)`` is called before each slow stage (``video``, ``mesh``).
 
     Raises :class:`NoMeshSurface` when a mesh is asked for and none can be extracted (no visible splats).
@@ -477,22 +478,19 @@ def write_outputs(
     timings["video"] = time.perf_counter() - t0
     mesh_path = None
     if mesh is not None:
-        from ouro.io.mesh import write_mesh
-        from ouro.pipelines.export import gaussians_to_mesh
+        from ouro.pipelines.export import export_gaussians
 
         if stage is not None:
             stage("mesh")
         t0 = time.perf_counter()
         try:
-            fused = gaussians_to_mesh(result.gaussians, mesh)
-        except ValueError as exc:  # nothing opaque enough to mesh
+            mesh_path = export_gaussians(result.gaussians, folder / "mesh.glb", "glb", mesh, texture)[0]
+        except ValueError as exc:  # nothing opaque enough to mesh (NoSurfaceError)
             raise NoMeshSurface(str(exc)) from exc
-        if len(fused.faces) == 0:
-            raise NoMeshSurface("no mesh surface could be extracted from the splats (are the Gaussians visible?)")
-        mesh_path = write_mesh(folder / "mesh.glb", fused, "glb")
         timings["mesh"] = time.perf_counter() - t0
     outputs = {"views": len(result.views), "gaussians": num_gaussians, "video": video.name, "video_frames": video_frames,
-               "video_size": video_size, "mesh": mesh_path.name if mesh_path else None}
+               "video_size": video_size, "mesh": mesh_path.name if mesh_path else None,
+               "mesh_texture": texture.size if mesh_path and texture else None}
     meta = dict(meta, outputs=outputs, timings={**result.timings, **timings})
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SampleFiles(folder, folder / "input.png", mask_path, views, folder / "views.png", folder / "gaussians.ply",

@@ -311,3 +311,23 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     cond = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
     expected = vae.encode(cond).latent_dist.mode().double() * vae.config.scaling_factor
     torch.testing.assert_close(anchor, expected, rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_mesh_flag_with_a_texture_writes_a_textured_glb(tmp_path):
+    """`--mesh --texture 64`: mesh.glb is UV-textured (the same bake as `ouro export --texture`); bad sizes exit 2."""
+    import trimesh
+
+    chair = Path(__file__).resolve().parents[1] / "examples" / "chair.png"
+    bad = runner.invoke(app, ["sample", str(chair), "-o", str(tmp_path / "bad"), "--model", "demo", "--mesh", "--texture", "100"])
+    assert bad.exit_code == 2 and "power of two" in bad.output and not (tmp_path / "bad").exists()
+    alone = runner.invoke(app, ["sample", str(chair), "-o", str(tmp_path / "alone"), "--model", "demo", "--texture", "64"])
+    assert alone.exit_code == 2 and "add --mesh" in alone.output
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(chair), "-o", str(out), "--model", "demo", "--steps", "1", "--video-frames", "2",
+                                 "--video-size", "32", "--mesh", "--texture", "64"])
+    assert result.exit_code == 0, result.output
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")
+    assert isinstance(mesh.visual, trimesh.visual.TextureVisuals) and mesh.visual.uv.shape == (len(mesh.vertices), 2)
+    assert mesh.visual.material.baseColorTexture.size == (64, 64)
+    assert json.loads((out / "meta.json").read_text())["outputs"]["mesh_texture"] == 64
