@@ -242,7 +242,7 @@ def sweep(checkpoint: Path | None, specs: list[str], gt_root: Path | None = None
 
     The objects: by default the held-out chair shipped with the tests; else the first ``limit`` of
     ``objects`` (a uid list) with their ground truth in ``gt_root`` (an ``ouro eval-gso --gt-dir``
-    render folder at the 8 evaluation cameras, e.g. ``gt/workbench-64px-16f-r1.7417-fov39.598``).
+    render folder at the 8 evaluation cameras, e.g. ``gt/workbench-64px-16f-r1.7417-fov39.598-upy``).
     """
     import dataclasses
 
@@ -383,13 +383,15 @@ def pooled_mse(folder: Path, objects: list[str], part: str) -> float | None:
     """Mean squared error of ``part`` (``views`` or ``splats``) over all scored views of ``objects``
     of an ``ouro eval-gso`` folder, against the ground truth its results name (relative paths: from
     the working directory, else from the folder's parent's parent). Views counted as the run counted
-    them (view 0 left out with ``--skip-input``). None when the folder has no such images."""
+    them (view 0 left out with ``--skip-input`` or when it is the input). None when the folder has no such images."""
+    from ouro.pipelines.eval_report import counted_views
     from ouro.pipelines.evaluate import EvalCameras, load_ground_truth, load_rgb
 
-    first = 0 if json.loads((folder / "summary.json").read_text(encoding="utf-8"))["count_input"] else 1
+    count_input = json.loads((folder / "summary.json").read_text(encoding="utf-8"))["count_input"]
     total, count = 0.0, 0
     for name in objects:
         result = json.loads((folder / "objects" / name / "result.json").read_text(encoding="utf-8"))
+        first = counted_views(result, count_input).start
         images = folder / "objects" / name / part
         if not images.is_dir():
             return None

@@ -7,6 +7,7 @@ from typing import Iterable, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -15,9 +16,31 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``ouro: error: <message>`` on one line of stderr and exit with ``code``."""
-    err_console.print(f"[bold red]ouro: error:[/] {message}", soft_wrap=True)
+    """Print ``ouro: error: <message>`` on one line of stderr and exit with ``code``.
+
+    ``message`` is plain text (paths and ``ouro3d[render]`` print as they are, not as Rich markup).
+    """
+    err_console.print(f"[bold red]ouro: error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def seed_callback(value: int) -> int:
+    """Typer callback of every ``--seed``: a seed outside ``[0, 2^63 - 1]`` is a one-line usage error
+    at parse time, before a model is loaded (``ouro.conventions.check_seed``)."""
+    from ouro.conventions import check_seed
+
+    try:
+        return check_seed(value, "--seed")
+    except ValueError as e:
+        fail(str(e))
+
+
+def checked_output(check, path, option: str = "--output"):
+    """``check(path, option)`` (``ouro.io.files.check_output_folder`` / ``check_output_file``), failing in one line."""
+    try:
+        return check(path, option)
+    except ValueError as e:
+        fail(str(e))
 
 
 def choice_enum(name: str, values: Iterable[str]) -> type[Enum]:

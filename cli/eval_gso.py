@@ -12,7 +12,7 @@ from rich.markup import escape
 from ouro.paths import GSO_ROOT_ENV, resolve_gso_root
 from ouro.pipelines.choices import UP_AXES
 
-from ._common import choice_enum, err_console, fail, resolve_device_dtype
+from ._common import checked_output, choice_enum, err_console, fail, resolve_device_dtype, seed_callback
 from .render import Engine
 from .sample import ModelChoice
 
@@ -39,9 +39,9 @@ def eval_gso(
     predictions: Annotated[Optional[Path], typer.Option(help="Score another method's saved views (<object>/views/000.png..007.png at the evaluation cameras; optional gaussians.ply, mesh.obj) instead of sampling.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Results folder: per-object CSV, summary.json, report.md, objects/<name>/; a rerun resumes.")] = Path("eval/gso"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Score only the first N objects.")] = None,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Sampling seed (0 to 2^63 - 1).")] = 0,
     lpips_net: Annotated[LpipsNet, typer.Option(help="LPIPS backbone (the public code uses alex).")] = LpipsNet.alex,
-    count_input: Annotated[bool, typer.Option("--count-input/--skip-input", help="Whether the input view counts in the metrics (the public code counts it).")] = True,
+    count_input: Annotated[bool, typer.Option("--count-input/--skip-input", help="Whether view 0 (at the input's camera) counts in the metrics (the public code counts it). A view 0 that is the input itself (--anchor-input, or a predicted view 0 equal to the input) never counts.")] = True,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the paper preset).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback/--no-feedback", help="Sample with 3D feedback (Algorithm 2), or the two-stage baseline: denoise fully, then reconstruct once.")] = True,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the condition image while sampling (`ouro sample --anchor-input`). Default: the model's.", show_default=False)] = None,
@@ -66,6 +66,7 @@ def eval_gso(
     nothing can be scored.
     """
     from ouro.io.checkpoint import CheckpointError
+    from ouro.io.files import check_output_folder
     from ouro.pipelines import evaluate, gso
     from ouro.pipelines.sample import ModelNotFound, load_pipeline
 
@@ -73,12 +74,11 @@ def eval_gso(
     try:
         names = gso.read_object_list(objects or gso.DEFAULT_OBJECTS_FILE)
     except ValueError as e:
-        fail(escape(str(e)))
+        fail(str(e))
     names = names[:limit] if limit else names
     if predictions is not None and checkpoint is not None:
         fail("give --checkpoint (sample a model) or --predictions (score saved views), not both")
-    if output.exists() and not output.is_dir():
-        fail(f"--output {escape(str(output))} is a file; give a folder (it is created if missing)")
+    checked_output(check_output_folder, output)  # before a model is loaded or anything rendered
 
     # 2. the model (unless scoring saved predictions)
     pipe, description = None, None
@@ -87,7 +87,7 @@ def eval_gso(
         try:
             pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
         except (ModelNotFound, CheckpointError) as e:
-            fail(escape(str(e)))
+            fail(str(e))
     size = resolution or (pipe.config.generator.image_size if pipe is not None else 512)
     settings = evaluate.EvalSettings(
         resolution=size, engine=engine.value, samples=samples, seed=seed, steps=steps, feedback=feedback,
@@ -107,7 +107,7 @@ def eval_gso(
             log=lambda line: err_console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False),
         )
     except evaluate.EvalError as e:
-        fail(escape(str(e)))
+        fail(str(e))
     except KeyboardInterrupt:
         err_console.print("ouro eval-gso: interrupted; scored objects are kept, rerun to continue")
         raise typer.Exit(130) from None

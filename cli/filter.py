@@ -9,7 +9,7 @@ import typer
 
 from ouro.paths import DEFAULT_RENDER_DIR
 
-from ._common import err_console, fail
+from ._common import checked_output, err_console, fail
 
 
 def filter_(
@@ -29,6 +29,7 @@ def filter_(
     holdout_output: Annotated[Optional[Path], typer.Option(help="Held-out list (one uid per line), e.g. for `ouro eval-gso --objects`. Default: <render_dir>/heldout.txt.")] = None,
 ) -> None:
     """Drop bad objects (no texture, empty or clipped renders, bad metadata) and write the kept list."""
+    from ouro.io.files import check_output_file
     from ouro.pipelines import filter as pipeline
 
     if not render_dir.is_dir():
@@ -38,6 +39,11 @@ def filter_(
     for name, value in (("--min-alpha", min_alpha), ("--min-color-std", min_color_std), ("--max-border-alpha", max_border_alpha)):
         if not 0 <= value <= 1:
             fail(f"{name} {value}: must lie in [0, 1]")
+    kept_file, report_file = output or render_dir / "kept.txt", report or render_dir / "filter_report.csv"
+    held_file = holdout_output or render_dir / "heldout.txt"
+    for option, path in (("--output", kept_file), ("--report", report_file), ("--holdout-output", held_file)):
+        if option != "--holdout-output" or holdout > 0:
+            checked_output(check_output_file, path, option)
     allow = tuple(x.strip() for x in licenses.split(",") if x.strip()) if licenses else None
     meta = None
     if annotations is not None:
@@ -59,8 +65,8 @@ def filter_(
 
         reports = pipeline.filter_renders(render_dir, settings, meta, workers=workers, progress=on_report)
     held = pipeline.holdout_uids(render_dir, [r.uid for r in reports if r.keep], holdout) if holdout > 0 else set()
-    kept_path = pipeline.write_kept(reports, output or render_dir / "kept.txt", exclude=held)
-    report_path = pipeline.write_report(reports, report or render_dir / "filter_report.csv")
+    kept_path = pipeline.write_kept(reports, kept_file, exclude=held)
+    report_path = pipeline.write_report(reports, report_file)
     kept = sum(r.keep for r in reports)
     reasons: dict[str, int] = {}
     for rep in reports:
@@ -69,7 +75,7 @@ def filter_(
             reasons[key] = reasons.get(key, 0) + 1
     typer.echo(f"kept {kept - len(held)} of {len(reports)} objects -> {kept_path}")
     if holdout > 0:
-        held_path = pipeline.write_uids(held, holdout_output or render_dir / "heldout.txt")
+        held_path = pipeline.write_uids(held, held_file)
         typer.echo(f"held out {len(held)} of the {kept} good objects (mesh-hash split, {holdout:.0%}) -> {held_path}")
     for key, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
         typer.echo(f"  dropped {count}: {key}")

@@ -8,6 +8,7 @@ import typer
 
 from ouro import __version__
 
+from .app import app_
 from .eval_gso import eval_gso
 from .export import export
 from .filter import filter_
@@ -17,7 +18,7 @@ from .train import train
 
 app = typer.Typer(
     name="ouro",
-    help="Image-to-3D by 3D-aware recursive diffusion (Ouroboros3D): render data, train, sample, evaluate, export.",
+    help="Image-to-3D by 3D-aware recursive diffusion (Ouroboros3D): render data, train, sample, evaluate, export, and a local web app.",
     rich_markup_mode="rich",
     no_args_is_help=True,
     add_completion=False,
@@ -30,6 +31,7 @@ app.command("train")(train)
 app.command("sample")(sample)
 app.command("eval-gso")(eval_gso)
 app.command("export")(export)
+app.command("app")(app_)
 
 
 def _version(value: bool) -> None:
@@ -44,7 +46,7 @@ def _root(
         Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = None,
 ) -> None:
-    """Image-to-3D by 3D-aware recursive diffusion (Ouroboros3D): render data, train, sample, evaluate, export."""
+    """Image-to-3D by 3D-aware recursive diffusion (Ouroboros3D): render data, train, sample, evaluate, export, and a local web app."""
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from ouro.conventions import OFFICIAL_FOV_DEG, OFFICIAL_RADIUS
 from ouro.paths import DEFAULT_RENDER_DIR
 from ouro.pipelines.choices import ENGINES, NORMALIZE_MODES
 
-from ._common import choice_enum, err_console, fail
+from ._common import checked_output, choice_enum, err_console, fail, seed_callback
 
 
 Engine = choice_enum("Engine", ENGINES)
@@ -46,7 +46,7 @@ def render(
     radius: Annotated[float, typer.Option(help="Camera distance from the object centre (object normalised to a unit box); the public checkpoint's cameras use 1.741697.")] = OFFICIAL_RADIUS,
     fov: Annotated[float, typer.Option(help="Horizontal field of view, degrees; the public checkpoint's cameras use 39.598 (50 mm lens on a 36 mm sensor).")] = OFFICIAL_FOV_DEG,
     depth: Annotated[bool, typer.Option("--depth", help="Also write depth and world-XYZ maps (16-bit PNGs under <uid>/depth/ and <uid>/xyz/; encodings in meta.json).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for orbit elevations; same seed, same cameras.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Seed for orbit elevations; same seed, same cameras (0 to 2^63 - 1).")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Objects rendered in parallel (one subprocess each).")] = 1,
     shard: Annotated[Optional[str], typer.Option(help="Render only shard I of N (`I/N`, 0-based), a deterministic split for cluster array jobs.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per object before it is recorded as failed.")] = 900.0,
@@ -66,12 +66,11 @@ def render(
     """
     # Heavy imports (torch, the pipeline) only after typer has parsed the line.
     from ouro.data.objaverse import ObjaverseCache
+    from ouro.io.files import check_output_folder
     from ouro.pipelines import render as pipeline
 
     if not inputs and objaverse_ids is None:
         fail("nothing to render: give GLB/GLTF/OBJ files, GSO folders or folders of them, or --objaverse-ids FILE")
-    if output.exists() and not output.is_dir():
-        fail(f"--output {output} is a file; give a folder (it is created if missing)")
     settings = pipeline.RenderSettings(
         engine=engine.value, resolution=resolution, orbits=orbits, frames=frames, elevation_min=elevation_min,
         elevation_max=elevation_max, radius=radius, fov_deg=fov, depth=depth, seed=seed, samples=samples,
@@ -86,6 +85,8 @@ def render(
     except ValueError as e:
         fail(str(e))
 
+    if output.exists() and not output.is_dir():
+        fail(f"--output {output} is a file; give a folder (it is created if missing)")
     done = pipeline.finished_uids(output)
     if dry_run:
         for src in sources:
@@ -93,6 +94,7 @@ def render(
             typer.echo(f"{src.uid}\t{state}\t{src.source}" + (f"\t{src.error}" if src.error else ""))
         return
 
+    checked_output(check_output_folder, output)
     needed = ["blenderproc"] + ([] if blender is not None else ["bpy"])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:

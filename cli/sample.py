@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ouro.pipelines.choices import BACKGROUND_METHODS
 
-from ._common import choice_enum, err_console, fail, resolve_device_dtype
+from ._common import checked_output, choice_enum, err_console, fail, resolve_device_dtype, seed_callback
 
 BackgroundChoice = choice_enum("BackgroundChoice", BACKGROUND_METHODS)
 
@@ -51,7 +51,7 @@ def sample(
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights, 2:2 for the demo).", show_default=False)] = None,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the input image at every step, so F and the reconstructor read the exact input (not in the paper). Default: the model's (off for the public weights, on for the demo).", show_default=False)] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same outputs.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Random seed; same seed, same outputs (0 to 2^63 - 1).")] = 0,
     device: Annotated[Optional[str], typer.Option(help="Torch device, e.g. cpu or cuda:0. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
     background: Annotated[BackgroundChoice, typer.Option(help="How the object is cut from its background. `auto`: an RGBA input's alpha, else `rembg` when it and its model are on disk, else `grabcut`. `grabcut`: built in, offline (OpenCV GrabCut seeded from the image border; about 0.5-3 s). `border`: pixels unlike the border's median colour (plain studio backdrops only). `rembg`: rembg's U-2-Net (pip install rembg; its model file must already be in $U2NET_HOME or ~/.u2net: ouro never downloads it). `keep`: no segmentation, crop or recentring. The mask used is written to mask.png; a line warns when it looks wrong.")] = BackgroundChoice("auto"),
@@ -59,17 +59,42 @@ def sample(
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Deprecated spelling of --background keep.")] = False,
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
+    video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it).")] = 512,
+    mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a mesh fused from the splats, as `ouro export` (vertex colours, or a texture with --texture; needs the mesh extra).")] = False,
+    texture: Annotated[Optional[int], typer.Option("--texture", help="With --mesh: bake a TEXTURE x TEXTURE colour texture (a power of two, 64-8192) onto a UV-unwrapped mesh of 50,000 faces instead of vertex colours, as `ouro export --texture` (CPU, minutes).", show_default=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
 ) -> None:
-    """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
+    """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
     from ouro.data.segment import rembg_unavailable_reason
     from ouro.io.checkpoint import CheckpointError
+    from ouro.io.files import check_output_folder
     from ouro.pipelines.sample import (
-        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, SampleSettings, background_meta, expand_inputs, load_pipeline, write_outputs,
+        DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, NoMeshSurface, SampleSettings, background_meta, expand_inputs, load_pipeline,
+        write_outputs,
     )
 
-    # 1. options
+    # 1. options, and the output folder can be written (checked before a model is loaded)
+    checked_output(check_output_folder, output)
+    mesh_settings = None
+    if mesh:  # fail before sampling when the mesh cannot be written
+        from ouro.pipelines.export import MeshSettings
+        from ouro.pipelines.sample import mesh_support_missing
+
+        missing = mesh_support_missing()
+        if missing:
+            fail(f"--mesh needs {missing}: pip install 'ouro3d[mesh]'")
+        mesh_settings = MeshSettings()
+    texture_settings = None
+    if texture is not None:
+        from ouro.pipelines.export import TextureSettings
+
+        if not mesh:
+            fail("--texture bakes the mesh's texture: add --mesh")
+        try:
+            texture_settings = TextureSettings(size=texture)
+        except ValueError as exc:
+            fail(str(exc))
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
 
     def check_window(total: int, what: str) -> None:
@@ -133,8 +158,12 @@ def sample(
                 folder = stage / name if name else stage
                 folder.mkdir(exist_ok=True)
                 meta = {"input": str(file), "model": description, "background": background_meta(item), **pipe.describe(settings)}
-                write_outputs(folder, result, item.image, meta, video_frames=video_frames, compat=pipe.compat,
-                              mask=item.foreground.mask if item.foreground is not None else None)
+                try:
+                    write_outputs(folder, result, item.image, meta, mask=item.foreground.mask if item.foreground is not None else None,
+                                  video_frames=video_frames, video_size=video_size, mesh=mesh_settings, texture=texture_settings, compat=pipe.compat,
+                                  stage=lambda name: bar.update(task, description=f"{file.name}: {name}"))
+                except NoMeshSurface as exc:
+                    fail(f"{file}: {exc}; drop --mesh")
         for entry in stage.iterdir():
             target = output / entry.name
             if target.is_dir():

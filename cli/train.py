@@ -15,7 +15,7 @@ from ouro.conventions import FRAME_CHOICES
 from ouro.paths import DEFAULT_RENDER_DIR, DEFAULT_RUNS_DIR
 from ouro.pipelines.choices import ABLATIONS, LR_SCHEDULERS, MIXED_PRECISION, RECON_LOSSES
 
-from ._common import choice_enum, err_console, fail
+from ._common import choice_enum, err_console, fail, seed_callback
 
 
 MixedPrecision = choice_enum("MixedPrecision", MIXED_PRECISION)
@@ -58,7 +58,7 @@ def train(
     init_svd: Annotated[Optional[Path], typer.Option(help="Start F from a diffusers SVD img2vid folder.")] = None,
     init_lgm: Annotated[Optional[Path], typer.Option(help="Start G from an LGM safetensors file.")] = None,
     init_official: Annotated[Optional[Path], typer.Option(help="Start both from the public Ouroboros3D checkpoint folder.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for data order, noise and initialisation.")] = 0,
+    seed: Annotated[int, typer.Option(callback=seed_callback, help="Seed for data order, noise and initialisation (0 to 2^63 - 1).")] = 0,
     frame_choice: Annotated[FrameChoice, typer.Option(help="Views of a sample: every2 (paper: every 2nd frame) or linspace (public code: linspace(0, 15, 8)).")] = FrameChoice.every2,
     lpips_weight: Annotated[float, typer.Option(min=0.0, help="LPIPS weight in the reconstruction loss (paper: 1; 0 = off).")] = 1.0,
     recon_loss: Annotated[Optional[ReconLoss], typer.Option(help="Pixel term of the reconstruction loss: mse (paper) or l1 (public code). Default: l1 when starting from the public weights (--init-official), else mse.")] = None,
@@ -81,9 +81,12 @@ def train(
     import torch
 
     from ouro.config import OuroConfig, get_preset
-    from ouro.data.dataset import DatasetError, RenderFolderDataset
+    from ouro.data.dataset import DatasetError
     from ouro.io.checkpoint import CheckpointError
-    from ouro.pipelines.train import TrainConfig, default_run_name, init_compat, read_run_config, train as run
+    from ouro.io.files import check_output_folder
+    from ouro.pipelines.train import (
+        TrainConfig, check_data, default_run_name, init_compat, read_run_config, train as run,
+    )
 
     # by name: typer vendors its own click, whose ParameterSource is not click.core's enum
     given = {p for p in ctx.params if getattr(ctx.get_parameter_source(p), "name", None) == "COMMANDLINE"}
@@ -136,11 +139,13 @@ def train(
             warning = f"no GPU: --mixed-precision {cfg.mixed_precision} needs one; training in fp32 ('no')"
             cfg = dataclasses.replace(cfg, mixed_precision="no")
         cfg.check()
-        # 3. validate the data before anything is written
-        ds = RenderFolderDataset(cfg.data, cfg.model.generator.image_size, cfg.model.camera.num_views, cfg.frame_choice, cfg.kept)
+        # 3. before anything is written: the run folder can be written, the weights exist, and every
+        # object's meta.json and frames are sound (headers and checksums: seconds, not hours in)
+        check_output_folder(cfg.output, "--output")
         for path in (cfg.init_svd, cfg.init_lgm, cfg.init_official):
             if path is not None and not Path(path).exists():
                 fail(f"{path}: no such file or folder")
+        ds = check_data(cfg)
     except (ValueError, DatasetError) as exc:
         fail(str(exc))
     if warning:
@@ -151,7 +156,7 @@ def train(
         f"{cfg.gpus} process(es){' + DeepSpeed ZeRO-2' if cfg.deepspeed else ''}, batch {cfg.batch_size} x {cfg.grad_accum} "
         f"-> {cfg.output}", highlight=False)
     try:
-        result = run(cfg, resume=resume, reporter=RichReporter())
+        result = run(cfg, resume=resume, reporter=RichReporter(), check=False)
     except (CheckpointError, DatasetError) as exc:
         fail(str(exc), code=1)
     if isinstance(result, int):

@@ -1,1 +1,1 @@
-"""Pipelines: render, filter, train, sample, evaluate, export. Usable from Python without the CLI."""
+"""Pipelines: render, filter, train, sample, evaluate, export, and the app's page. Usable from Python without the CLI."""

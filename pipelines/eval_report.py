@@ -7,12 +7,14 @@ Pure functions of the per-object ``result.json`` dicts written by :mod:`ouro.pip
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["CSV_FILE", "FORMAT", "METRICS", "PAPER_ROWS", "REPORT", "SUMMARY", "csv_columns", "object_means",
-           "report_markdown", "summarise", "write_csv"]
+from ouro.io.files import atomic_write
+
+__all__ = ["CSV_FILE", "FORMAT", "METRICS", "PAPER_OBJECTS", "PAPER_RESOLUTION", "PAPER_ROWS", "REPORT", "SUMMARY",
+           "comparability_notes", "counted_views", "csv_columns", "object_means", "report_markdown", "summarise",
+           "view0_is_input", "write_csv"]
 
 FORMAT = "ouro-eval-gso/1"
 CSV_FILE = "metrics.csv"
@@ -21,6 +23,8 @@ REPORT = "report.md"
 METRICS = ("psnr", "ssim", "lpips")
 #: The paper's full model (Table 1: views / 3D; Table 2 prints 0.9094 / 0.0991 for the 3D row).
 PAPER_ROWS = {"views": (21.770, 0.8866, 0.1093), "splats": (21.761, 0.8894, 0.1091), "delta": (0.009, 0.0028, 0.0002)}
+#: The resolution (px) and the number of GSO objects of the paper's rows (the objects themselves were not published).
+PAPER_RESOLUTION, PAPER_OBJECTS = 512, 100
 
 
 # -- aggregation --------------------------------------------------------------------------------
@@ -28,19 +32,34 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
 
+def view0_is_input(result: dict) -> bool:
+    """Whether an object's view 0 is the input image itself, so not a generated view: held to the
+    input while sampling (``anchor_input``), or (another method's predictions) a copy of it."""
+    return bool(result.get("view0_is_input")) or bool((result.get("key") or {}).get("anchor_input"))
+
+
+def counted_views(result: dict, count_input: bool) -> range:
+    """The views an object's means average: all V with ``count_input``, else 1..V-1; and never view
+    0 when it is the input itself (:func:`view0_is_input`), whatever ``count_input`` says. The same
+    views for the generated views and the splat renders, so that the deltas compare like with like."""
+    start = 0 if count_input and not view0_is_input(result) else 1
+    return range(start, int(result.get("num_views") or len(result["views"]["psnr"])))
+
+
 def object_means(result: dict, count_input: bool, lpips_net: str) -> dict[str, dict[str, float] | None]:
-    """``{"views": {psnr, ssim, lpips}, "splats": {...} | None, "delta": {...} | None}`` of one object."""
+    """``{"views": {psnr, ssim, lpips}, "splats": {...} | None, "delta": {...} | None}`` of one object,
+    over its :func:`counted_views`."""
     out: dict[str, dict[str, float] | None] = {}
+    views = counted_views(result, count_input)
     for part in ("views", "splats"):
         entry = result.get(part)
         if entry is None:
             out[part] = None
             continue
-        start = 0 if count_input else 1
         out[part] = {
-            "psnr": _mean(entry["psnr"][start:]),
-            "ssim": _mean(entry["ssim"][start:]),
-            "lpips": _mean(entry["lpips"][lpips_net][start:]),
+            "psnr": _mean([entry["psnr"][k] for k in views]),
+            "ssim": _mean([entry["ssim"][k] for k in views]),
+            "lpips": _mean([entry["lpips"][lpips_net][k] for k in views]),
         }
     if out["views"] is not None and out["splats"] is not None:
         out["delta"] = {m: abs(out["views"][m] - out["splats"][m]) for m in METRICS}
@@ -78,7 +97,8 @@ def summarise(
     """``(summary, csv_rows)`` over the requested objects.
 
     Table values are means over the scored objects of each object's mean over its counted views
-    (all, or views 1.. without ``count_input``). ``delta`` is ``|mean views - mean splats|`` over
+    (:func:`counted_views`: all, or views 1.. without ``count_input`` or when view 0 is the input
+    itself; ``view0_is_input`` lists those objects). ``delta`` is ``|mean views - mean splats|`` over
     the objects that have splats (the paper's Table 2); ``mean_abs_delta`` the mean of per-object deltas.
     """
     rows, per = [], {}
@@ -113,7 +133,9 @@ def summarise(
         geometry[which] = ({"chamfer": _mean([v["chamfer"] for v in vals]),
                             **{f"fscore@{t:g}": _mean([v["fscore"][f"{t:g}"] for v in vals]) for t in thresholds},
                             "objects": len(vals)} if vals else None)
-    counted = list(range(0 if count_input else 1, results[scored[0]]["num_views"])) if scored else []
+    input_views = [n for n in scored if view0_is_input(results[n])]
+    # with every object's view 0 the input (an anchored model), none counts view 0; else the option says
+    counted = list(range(0 if count_input and len(input_views) < len(scored) else 1, results[scored[0]]["num_views"])) if scored else []
     summary = {
         "format": FORMAT,
         "objects": {"requested": len(names), "scored": len(scored), "failed": len(names) - len(scored),
@@ -127,6 +149,7 @@ def summarise(
         },
         "count_input": count_input,
         "views_counted": counted,
+        "view0_is_input": input_views,
         "lpips_net": lpips_net,
         "psnr_cap_db": psnr_cap_db,
         "fscore_thresholds": list(thresholds),
@@ -137,18 +160,45 @@ def summarise(
     return summary, rows
 
 
+def _views_counted_text(summary: dict) -> str:
+    """Which views the means average, in words (see :func:`counted_views`)."""
+    last = (summary["views_counted"] or [0])[-1]
+    inputs, scored = summary.get("view0_is_input") or [], summary["objects"]["scored"]
+    why = ("view 0 is the input image itself (held to it while sampling, or a copy of it), so it is never scored "
+           "as a generated view")
+    if inputs and len(inputs) == scored:
+        return f"views 1-{last} ({why})"
+    if not summary["count_input"]:
+        return f"views 1-{last} (input view excluded)"
+    if inputs:
+        return f"all views, except views 1-{last} for the {len(inputs)} objects whose {why}"
+    return "all views"
+
+
+def comparability_notes(summary: dict, resolution: int) -> list[str]:
+    """What differs between our rows and the paper's (:data:`PAPER_ROWS`): resolution, objects, protocol."""
+    scored = summary["objects"]["scored"]
+    notes = []
+    if resolution != PAPER_RESOLUTION:
+        notes.append(f"Resolution: ours at {resolution} px, the paper's at {PAPER_RESOLUTION} px (scores change with resolution).")
+    notes.append(f"Objects: ours are {scored} GSO object{'s' if scored != 1 else ''} of this run's list; the paper scored "
+                 f"{PAPER_OBJECTS} GSO objects it did not publish, so the object sets differ.")
+    notes.append("Protocol: the paper did not publish its evaluation protocol (cameras, ground-truth renderer, which "
+                 f"views count); ours is the one stated above: {_views_counted_text(summary)}, ground truth rendered "
+                 "by `ouro render`. The paper's rows are shown for orientation, not as a like-for-like comparison.")
+    return notes
+
+
 def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def write_csv(path: Path, rows: list[dict], thresholds: Sequence[float]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=csv_columns(thresholds), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 def report_markdown(summary: dict, rows: list[dict], method: str, resolution: int, settings_line: str,
@@ -157,7 +207,7 @@ def report_markdown(summary: dict, rows: list[dict], method: str, resolution: in
     means = summary["means"]
     v, s, d, ad = means["views"], means["splats"], means["delta"], means["mean_abs_delta"]
     n = summary["objects"]
-    views_counted = "all views" if summary["count_input"] else "views 1-7 (input view excluded)"
+    views_counted = _views_counted_text(summary)
     lines = [
         f"# ouro eval-gso: {method}",
         "",
@@ -173,6 +223,8 @@ def report_markdown(summary: dict, rows: list[dict], method: str, resolution: in
         f"| 3D | {method} | {resolution} | {_fmt(s and s['psnr'], 3)} | {_fmt(s and s['ssim'], 4)} | {_fmt(s and s['lpips'], 4)} |",
         f"| multi-view | Ouroboros3D (paper) | 512 | {PAPER_ROWS['views'][0]:.3f} | {PAPER_ROWS['views'][1]:.4f} | {PAPER_ROWS['views'][2]:.4f} |",
         f"| 3D | Ouroboros3D (paper) | 512 | {PAPER_ROWS['splats'][0]:.3f} | {PAPER_ROWS['splats'][1]:.4f} | {PAPER_ROWS['splats'][2]:.4f} |",
+        "",
+        "**Not like for like with the paper's rows:** " + " ".join(comparability_notes(summary, resolution)),
         "",
         "## Table 2 (3DGS renders; deltas = |views - splats|)",
         "",

@@ -11,8 +11,10 @@ The protocol, written out because the paper's was not published:
    (the public checkpoint's: 1.741697, 39.598 deg), RGBA at ``resolution``. With 8 views the orbit
    has 16 frames and frames 0, 2, 4, 6, 8, 10, 12, 15 are the evaluation cameras, exactly the
    public checkpoint's inference cameras (OFFICIAL.md 12.2); with V != 8 views the orbit has V
-   frames. Renders are cached in ``<gt-dir>/<engine>-<res>px-<frames>f-r<radius>-fov<fov>/<name>/``
-   (default ``<output>/gt``) and reused by every later run, for any model.
+   frames. Renders are cached in ``<gt-dir>/<tag>/<name>/`` (default ``<output>/gt``), the tag
+   naming every setting that changes their pixels (:func:`gt_tag`: engine, Cycles samples,
+   resolution, frames, radius, field of view, up axis), and reused by every later run with the same
+   settings, for any model.
 3. **Condition.** Frame 0 composited on white, used as is: it frames the object as the training
    renders do, so the generated views are pixel-aligned with the ground truth (no segmentation or
    recentring, unlike ``ouro sample`` on a photo). It is saved as ``objects/<name>/input.png``.
@@ -23,8 +25,13 @@ The protocol, written out because the paper's was not published:
    :data:`PSNR_CAP_DB` = 100 dB**: identical images would give +inf; 100 dB is above any real
    method and keeps means and JSON finite), SSIM (Gaussian window 11, sigma 1.5, torchmetrics >=
    1.4.2 reflect borders), LPIPS (AlexNet as the public code; VGG as an option). Images whose size
-   differs from ``resolution`` are resized to it (bilinear, antialiased). An object's value is the
-   mean over its counted views: all V (``count_input``, the public code's choice) or views 1..V-1.
+   differs from ``resolution`` are resized to it (bilinear, antialiased); another method's views
+   must be square and all of one size (anything else is that object's failure, never stretched).
+   An object's value is the mean over its counted views: all V (``count_input``, the public code's
+   choice) or views 1..V-1; and **never view 0 when it is the input itself** (held to the input
+   while sampling, ``anchor_input``, or a predicted view 0 equal to the input to within 8-bit
+   rounding): a copy of the input would score the PSNR cap and flatter every mean. The splat
+   renders count the same views, so the deltas compare like with like.
    The table values are means over objects. **Deltas** (paper Table 2) are ``|views - splats|``:
    per object in the CSV; in the summary ``delta`` is the absolute difference of the two means (the
    paper's numbers), ``mean_abs_delta`` the mean of the per-object deltas.
@@ -70,7 +77,10 @@ from PIL import Image
 from torch import Tensor
 
 import ouro
+from ouro.conventions import check_seed
+from ouro.data.preprocess import read_rgba
 from ouro.geometry.cameras import OFFICIAL_FOV_DEG, OFFICIAL_FRAME_INDICES, OFFICIAL_RADIUS, intrinsics_from_fov
+from ouro.io.files import OutputError, check_output_folder, write_text_atomic
 from ouro.metrics import DEFAULT_FSCORE_THRESHOLDS, point_cloud_metrics, psnr, sample_mesh_points, ssim
 
 from . import gso
@@ -203,11 +213,10 @@ def load_rgb(path: str | os.PathLike, size: int | None = None) -> Tensor:  # [3,
     """An image file as 8-bit RGB on white, in [0, 1], resized to ``size`` if given and different.
 
     RGBA is composited over white and rounded to 8 bits, so a render and its RGB copy on white
-    (as another method would save it) are the same image.
+    (as another method would save it) are the same image. Every Pillow mode is read at its own
+    scale (:func:`ouro.data.preprocess.image_to_rgba`: 16-bit grey / 65535, ...).
     """
-    with Image.open(path) as im:
-        im.load()
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    rgba = read_rgba(path)  # any mode at its own scale; InputImageError (a ValueError) names the file
     rgb = np.round((rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])) * 255.0) / 255.0
     out = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
     if size is not None and tuple(out.shape[-2:]) != (size, size):
@@ -226,11 +235,21 @@ def _write_views(folder: Path, views: Tensor) -> None:  # [V, 3, H, W]
 
 
 def _read_views(folder: Path, count: int, size: int) -> Tensor:  # [V, 3, size, size]
+    """Views ``000.png ..`` of ``folder``: square, all one size (then resized to ``size``), else ``ValueError`` naming the file."""
     files = [folder / f"{k:03d}.png" for k in range(count)]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"{folder}: missing {', '.join(missing)} (need {count} views 000.png..{count - 1:03d}.png)")
-    return torch.stack([load_rgb(f, size) for f in files])
+    views = [load_rgb(f) for f in files]
+    first = tuple(views[0].shape[-2:])
+    for f, view in zip(files, views):
+        h, w = view.shape[-2:]
+        if h != w:
+            raise ValueError(f"{f}: {w}x{h} px, not square; save every view square and at one size (views are not stretched)")
+        if (h, w) != first:
+            raise ValueError(f"{f}: {w}x{h} px, but {files[0].name} is {first[1]}x{first[0]}; save every view at one "
+                             "square size (views are not stretched)")
+    return torch.stack([load_rgb(f, size) for f in files]) if first != (size, size) else torch.stack(views)
 
 
 def score_images(pred: Tensor, target: Tensor, lpips_model, cap_db: float = PSNR_CAP_DB) -> dict[str, list[float]]:
@@ -264,8 +283,15 @@ def strip_image(input_image: Tensor, rows: Sequence[Tensor | None], tile: int = 
 
 # -- ground truth -------------------------------------------------------------------------------
 def gt_tag(cameras: EvalCameras, settings: EvalSettings) -> str:
-    """The cache folder name of one render setting."""
-    return f"{settings.engine}-{settings.resolution}px-{cameras.orbit_frames}f-r{cameras.radius:g}-fov{cameras.fov_deg:.3f}"
+    """The cache folder name of one render setting: every setting that changes the ground truth's pixels.
+
+    Engine and (Cycles only: the workbench engine takes none) samples per pixel, resolution, orbit
+    frames, radius, field of view, and the up axis the GSO meshes are read with. (Normalisation,
+    elevation 0, lighting and the seed are fixed by :func:`render_settings`.)
+    """
+    samples = f"-{settings.samples}spp" if settings.engine == "cycles" else ""
+    return (f"{settings.engine}{samples}-{settings.resolution}px-{cameras.orbit_frames}f-r{cameras.radius:g}"
+            f"-fov{cameras.fov_deg:.3f}-up{settings.up_axis}")
 
 
 def render_settings(cameras: EvalCameras, settings: EvalSettings):
@@ -374,6 +400,8 @@ def needs_work(result: dict | None, settings: EvalSettings, key: dict) -> set[st
     if result is None or result.get("key") != key:
         return {"sample"}
     missing = set()
+    if "view0_is_input" not in result:  # written before view 0 was checked against the input
+        missing.add("input_view")
     for part in ("views", "splats"):
         if result.get(part) is not None and settings.lpips_net not in result[part]["lpips"]:
             missing.add("lpips")
@@ -397,6 +425,8 @@ def complete_result(
     """Fill in the metrics ``result`` lacks from the files in ``folder``; returns the updated result."""
     result = json.loads(json.dumps(result))  # a copy
     res, net = settings.resolution, settings.lpips_net
+    if "view0_is_input" not in result:
+        result["view0_is_input"] = view0_matches_input(folder, cameras.num_views, res) or bool((result.get("key") or {}).get("anchor_input"))
     for part, sub in (("views", "views"), ("splats", "splats")):
         if part == "splats" and not (folder / sub).is_dir():
             result["splats"] = None
@@ -417,6 +447,15 @@ def complete_result(
     elif "geometry" not in result:
         result["geometry"] = None
     return result
+
+
+def view0_matches_input(folder: Path, num_views: int, size: int) -> bool:
+    """Whether ``folder``'s ``views/000.png`` is its ``input.png`` (to within 8-bit rounding, at ``size``):
+    a method that pastes its input as view 0 generated nothing there."""
+    if not (folder / "input.png").is_file():
+        return False
+    view0 = _read_views(folder / "views", num_views, size)[0]
+    return bool((view0 - load_rgb(folder / "input.png", size)).abs().max() <= 1.5 / 255)
 
 
 def _geometry_params(settings: EvalSettings) -> dict:
@@ -471,9 +510,7 @@ def _complete_geometry(folder: Path, result: dict, settings: EvalSettings, gt_po
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 # Copied from ouro.pipelines.render._host
@@ -501,9 +538,7 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -567,6 +602,10 @@ def run_evaluation(
         anchored = pipe.anchors_input(settings.anchor_input)
     if settings.up_axis not in gso.UP_AXES:
         raise EvalError(f"--up-axis {settings.up_axis!r}: choose z (GSO) or y")
+    try:
+        check_seed(settings.seed, "--seed")
+    except ValueError as e:
+        raise EvalError(str(e)) from None
     gt_dir_tagged = gt_root / gt_tag(cameras, settings)
     key = {
         "mode": "predictions" if predictions is not None else "model",
@@ -587,6 +626,10 @@ def run_evaluation(
     run = EvalRun(output=output, requested=list(names))
 
     # 1. what is already done (nothing is written before we know something can be scored)
+    try:
+        check_output_folder(output, "--output")
+    except OutputError as e:
+        raise EvalError(str(e)) from None
     _check_run(output, key)
     try:
         lpips_model = LPIPS(settings.lpips_net)
@@ -623,6 +666,11 @@ def run_evaluation(
     if not scorable and not results:
         raise EvalError(run.missing_message or f"none of the {len(names)} objects can be scored: {next(iter(unavailable.values()))}")
     run.failed.update(unavailable)
+    if any(n not in gt_cached for n in scorable):  # ground truth to render: its cache must be writable (it may be a read-only share otherwise)
+        try:
+            check_output_folder(gt_dir_tagged, "--gt-dir")
+        except OutputError as e:
+            raise EvalError(str(e)) from None
 
     # 3. output folder, run.json, ground truth
     output.mkdir(parents=True, exist_ok=True)
@@ -762,22 +810,27 @@ def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, s
     write_ply(folder / "gaussians.ply", out.gaussians)
     t0 = time.time()
     _write_views(folder / "splats", render_splats(out.gaussians, cameras, settings.resolution, device=pipe.device, compat=pipe.compat))
-    return {"has_gaussians": True, "seconds": {"sample": t_sample, "splats": time.time() - t0}}
+    anchored = pipe.anchors_input(settings.anchor_input)  # then view 0 is the input through the codec
+    return {"has_gaussians": True, "view0_is_input": anchored, "seconds": {"sample": t_sample, "splats": time.time() - t0}}
 
 
 def _read_predictions(src: Path, folder: Path, gt_views: Tensor, cameras: EvalCameras, settings: EvalSettings) -> dict:
     """Copy another method's views (resized to the evaluation size), render its Gaussians if any."""
-    from ouro.gaussians.ply import read_ply, write_ply
+    from ouro.gaussians.ply import read_finite_ply, write_ply
 
     res = settings.resolution
     views = _read_views(src / "views", cameras.num_views, res)
     Image.fromarray(_to_uint8(gt_views[0])).save(folder / "input.png")
     _write_views(folder / "views", views)
-    has_gaussians = (src / "gaussians.ply").is_file()
-    if has_gaussians:
-        gaussians = read_ply(src / "gaussians.ply")
+    out: dict = {"predictions": str(src), "view0_is_input": view0_matches_input(folder, cameras.num_views, res)}
+    out["has_gaussians"] = (src / "gaussians.ply").is_file()
+    if out["has_gaussians"]:
+        gaussians, dropped = read_finite_ply(src / "gaussians.ply")
+        if gaussians.num_gaussians == 0:
+            raise ValueError(f"{src / 'gaussians.ply'}: no Gaussian without NaN or Inf values")
+        out["dropped_nonfinite_gaussians"] = dropped
         write_ply(folder / "gaussians.ply", gaussians, prune_opacity=None)
         _write_views(folder / "splats", render_splats(gaussians, cameras, res))
     if (src / "mesh.obj").is_file():
         shutil.copyfile(src / "mesh.obj", folder / "mesh.obj")
-    return {"has_gaussians": has_gaussians, "predictions": str(src)}
+    return out

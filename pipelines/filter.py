@@ -32,13 +32,15 @@ import csv
 import gzip
 import hashlib
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from ouro.data.ids import is_safe_id
+from ouro.io.files import atomic_write, write_text_atomic
 
 __all__ = [
     "FilterSettings",
@@ -49,6 +51,7 @@ __all__ = [
     "judge_object",
     "load_annotations",
     "read_failures",
+    "unsafe_folders",
     "write_kept",
     "write_report",
     "write_uids",
@@ -110,9 +113,16 @@ class ObjectReport:
 
 # -- inputs -------------------------------------------------------------------------------------
 def find_objects(render_dir: Path) -> list[Path]:
-    """Finished object folders (``<uid>/meta.json``), sorted by uid."""
+    """Finished object folders (``<uid>/meta.json``), sorted by uid; names that are not valid uids
+    (:func:`ouro.data.ids.is_safe_id`) are left out (:func:`unsafe_folders` lists them)."""
     return sorted(p for p in Path(render_dir).iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file())
+                  if p.is_dir() and is_safe_id(p.name) and (p / "meta.json").is_file())
+
+
+def unsafe_folders(render_dir: Path) -> list[str]:
+    """Names of object folders (with a meta.json) that are not valid uids, so cannot be trained on."""
+    return sorted(p.name for p in Path(render_dir).iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and not is_safe_id(p.name) and (p / "meta.json").is_file())
 
 
 def read_failures(render_dir: Path) -> dict[str, str]:
@@ -195,9 +205,13 @@ def judge_object(folder: Path | str, settings: FilterSettings, annotation: dict 
     except (OSError, ValueError) as e:
         report.keep, report.reasons = False, [f"unreadable meta.json ({type(e).__name__})"]
         return report
+    problem = _malformed(meta)
+    if problem is not None:
+        report.keep, report.reasons = False, [f"malformed meta.json: {problem}"]
+        return report
     mesh = meta.get("mesh") or {}
     source = meta.get("source") or {}
-    annotation = annotation if annotation is not None else (source.get("annotations") or {})
+    annotation = annotation if isinstance(annotation, dict) else (source.get("annotations") or {})
     reasons = report.reasons
 
     # metadata
@@ -254,8 +268,44 @@ def judge_object(folder: Path | str, settings: FilterSettings, annotation: dict 
     return report
 
 
+def _type(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _malformed(meta) -> str | None:
+    """What makes a meta.json unusable for judging (the JSON types ``ouro render`` writes), or None."""
+    if not isinstance(meta, dict):
+        return f"holds {_type(meta)}, not a JSON object"
+    for key in ("mesh", "source"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            return f"{key!r} is {_type(meta[key])}, not an object"
+    annotations = (meta.get("source") or {}).get("annotations")
+    if annotations is not None and not isinstance(annotations, dict):
+        return f"'source.annotations' is {_type(annotations)}, not an object"
+    locations = meta.get("locations", [])
+    if not isinstance(locations, list) or not all(
+            isinstance(loc, dict) and isinstance(loc.get("frames", []), list)
+            and all(isinstance(f, dict) for f in loc.get("frames", [])) for loc in locations):
+        return "'locations' is not a list of {frames: [{name}]} objects"
+    if not isinstance(meta.get("orbits", []), list):
+        return f"'orbits' is {_type(meta['orbits'])}, not a list"
+    for key in ("frames_per_orbit", "resolution"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{key!r} is {_type(value)}, not a whole number"
+    for key in ("faces", "image_textures", "base_colors", "missing_textures"):
+        value = (meta.get("mesh") or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"'mesh.{key}' is {_type(value)}, not a number"
+    return None
+
+
 def _judge_star(args: tuple) -> ObjectReport:
-    return judge_object(*args)
+    """:func:`judge_object`, with anything it did not foresee recorded as that object's reason."""
+    try:
+        return judge_object(*args)
+    except Exception as e:  # noqa: BLE001  (one object's trouble must not stop the others)
+        return ObjectReport(uid=Path(args[0]).name, keep=False, reasons=[f"cannot be judged ({type(e).__name__}: {e})"])
 
 
 def filter_renders(
@@ -289,6 +339,9 @@ def filter_renders(
             reports.append(_judge_star(job))
             if progress:
                 progress(reports[-1], i, len(jobs))
+    for name in unsafe_folders(render_dir):
+        reports.append(ObjectReport(uid=name, keep=False, reasons=["folder name is not a valid uid (letters, digits, "
+                                                                   "'.', '_' and '-'); rename or re-render it"]))
     finished = {folder.name for folder in folders}
     for uid, reason in read_failures(render_dir).items():
         if uid not in finished:
@@ -306,13 +359,11 @@ def write_report(reports: Sequence[ObjectReport], path: Path | str) -> Path:
     """The CSV report, one row per object (atomic write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
         writer.writeheader()
         for report in reports:
             writer.writerow(report.row())
-    os.replace(tmp, path)
     return path
 
 
@@ -350,7 +401,4 @@ def write_uids(uids: Iterable[str], path: Path | str) -> Path:
     """``uids`` sorted, one per line (atomic write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(f"{uid}\n" for uid in sorted(uids)), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "".join(f"{uid}\n" for uid in sorted(uids)))

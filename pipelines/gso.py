@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 import ouro
+from ouro.data.ids import read_id_list
 from ouro.pipelines.choices import UP_AXES
 from ouro.pipelines.render import pid_alive
 
@@ -99,31 +100,14 @@ def read_object_list(path: str | os.PathLike) -> list[str]:
     """Object names from a text file: one per line, ``#`` starts a comment, blank lines skipped.
 
     Duplicates are dropped (first kept). Raises ``ValueError`` with one line naming the file and
-    the first bad line (a name must match :data:`OBJECT_NAME`), or an empty list.
+    the first bad line (a name must match :data:`OBJECT_NAME`, a safe id of
+    :func:`ouro.data.ids.read_id_list`), or an empty list.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"--objects {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--objects {path}: cannot read it as text ({type(e).__name__})") from None
-    names: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        name = line.split("#", 1)[0].strip()
-        if not name:
-            continue
-        if not OBJECT_NAME.fullmatch(name):
-            shown = name if len(name) <= 60 else name[:57] + "..."
-            raise ValueError(
-                f"--objects {path}: line {number} {shown!r} is not a GSO object name "
-                "(letters, digits, _ and -, as in Fuel's GoogleResearch collection, e.g. Android_Figure_Panda)"
-            )
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ValueError(f"--objects {path}: holds no object names (one per line, e.g. Android_Figure_Panda)")
-    return names
+    return read_id_list(
+        path, label=f"--objects {path}", what="GSO object name", pattern=OBJECT_NAME,
+        hint="letters, digits, _ and -, as in Fuel's GoogleResearch collection, e.g. Android_Figure_Panda",
+        empty="holds no object names (one per line, e.g. Android_Figure_Panda)",
+    )
 
 
 def is_gso_folder(folder: Path) -> bool:

@@ -7,6 +7,7 @@ Output, the render folder every later command reads (cameras: docs/OFFICIAL.md 1
     <out>/<uid>/depth/<orbit>/<frame>.png   with depth: 16-bit z-depth, value * depth.scale = object units, 0 = background
     <out>/<uid>/xyz/<orbit>/<frame>.png     with depth: 16-bit RGBA world XYZ (ouro frame), (X / bound + 1) / 2 * 65535, alpha = foreground
     <out>/failures.jsonl                one JSON line per failed attempt: uid, source, reason, ...
+                                        (an object's lines are dropped once it renders)
     <out>/.staging/                     objects being rendered (renamed into place when complete)
 
 Per object: the mesh is normalised so that its bounding box is centred at the origin with a
@@ -45,6 +46,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 
 import ouro
+from ouro.conventions import check_seed
 from ouro.data.objaverse import ObjaverseCache
 from ouro.geometry.cameras import (
     BLENDER_TO_OURS,
@@ -64,7 +67,8 @@ from ouro.geometry.cameras import (
     ours_to_blender,
 )
 from ouro.geometry.coordinate_maps import unproject_depth
-from ouro.io.files import file_sha256
+from ouro.data.ids import is_safe_id
+from ouro.io.files import file_sha256, write_text_atomic
 from ouro.paths import cache_dir
 
 from .choices import ENGINES, NORMALIZE_MODES
@@ -158,6 +162,7 @@ class RenderSettings:
             raise ValueError(f"fov must lie in (0, 180) degrees, got {self.fov_deg}")
         if not self.timeout > 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
+        check_seed(self.seed)
 
     @property
     def threads_per_worker(self) -> int:
@@ -270,14 +275,62 @@ def clean_stale_staging(out: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def append_failure(out: Path, record: dict) -> None:
-    """Append one JSON line to ``failures.jsonl`` (one ``write`` with O_APPEND: safe across shards)."""
-    line = (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8")
-    fd = os.open(out / FAILURES, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+@contextmanager
+def _failures_lock(out: Path):
+    """An exclusive ``flock`` on the render folder itself, held while ``failures.jsonl`` is appended
+    to or rewritten (shards and workers of one folder serialise on it; no lock file is left)."""
     try:
-        os.write(fd, line)
+        import fcntl
+    except ImportError:  # not POSIX: appends stay atomic, a rewrite may race
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
+
+
+def append_failure(out: Path, record: dict) -> None:
+    """Append one JSON line to ``failures.jsonl`` (one ``write`` with O_APPEND, under the folder lock)."""
+    line = (json.dumps(record, ensure_ascii=True) + "\n").encode("utf-8")
+    with _failures_lock(out):
+        fd = os.open(out / FAILURES, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def forget_failures(out: Path, uid: str) -> int:
+    """Drop the ``failures.jsonl`` records of ``uid`` (it has rendered since); returns how many.
+
+    The file is rewritten atomically under the folder lock, and removed when no record is left.
+    Lines that are not JSON records are kept as they are.
+    """
+    path = out / FAILURES
+    with _failures_lock(out):
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return 0
+
+        def is_of_uid(line: str) -> bool:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return False
+            return isinstance(record, dict) and record.get("uid") == uid
+
+        keep = [line for line in lines if not is_of_uid(line)]
+        if len(keep) == len(lines):
+            return 0
+        if any(line.strip() for line in keep):
+            write_text_atomic(path, "".join(line + "\n" for line in keep))
+        else:
+            path.unlink()
+        return len(lines) - len(keep)
 
 
 def _tail(path: Path, lines: int = 8) -> list[str]:
@@ -499,10 +552,12 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
     """Render one object into ``out/<uid>`` atomically; never raises for a bad object."""
     start = time.time()
     processes = processes or _Processes()
-    staging = out / STAGING / f"{src.uid}.{_host()}.{os.getpid()}"
+    safe = is_safe_id(src.uid)  # the uid names folders: no path is built from an unsafe one
+    staging = out / STAGING / f"{src.uid}.{_host()}.{os.getpid()}" if safe else None
 
     def failed(reason: str, log_tail: list[str] | None = None) -> ObjectResult:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         seconds = time.time() - start
         record = {"uid": src.uid, "source": src.source, "kind": src.kind, "reason": reason, "seconds": round(seconds, 2),
                   "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": _host()}
@@ -511,6 +566,8 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
         append_failure(out, record)
         return ObjectResult(src.uid, src.source, "failed", reason, seconds)
 
+    if not safe:
+        return failed(f"uid {src.uid[:80]!r} is not a safe folder name (letters, digits, '.', '_', '-')")
     if src.error is not None:
         return failed(src.error)
     try:
@@ -560,8 +617,10 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
         except OSError:
             if (target / META).is_file():  # another process finished it first
                 shutil.rmtree(staging, ignore_errors=True)
+                forget_failures(out, src.uid)
                 return ObjectResult(src.uid, src.source, "skipped", "finished by another process", time.time() - start, target)
             raise
+        forget_failures(out, src.uid)  # an earlier failed attempt is no longer a failure
         return ObjectResult(src.uid, src.source, "rendered", None, time.time() - start, target)
     except Exception as e:  # noqa: BLE001  (one object's trouble must not stop the others)
         return failed(f"{type(e).__name__}: {e}")

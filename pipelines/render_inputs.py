@@ -10,7 +10,9 @@ name, with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``. When tw
 would share a uid, the file ones get ``-<8 hex digits of the path's SHA-1>`` appended, so the names
 stay stable between runs over the same inputs. An input that cannot be rendered (missing file,
 unsupported format, a line that is not a uid) stays in the list with an ``error``: it is reported
-in ``failures.jsonl`` like any other failed object.
+in ``failures.jsonl`` like any other failed object; a bad line of an ids file is recorded as
+``<ids file name>-line<N>``, never under its own text (uids name folders: they are validated with
+:func:`ouro.data.ids.is_safe_id` before a path is built from them).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ObjectSource:
     """One object to render.
 
     Attributes:
-        uid: output folder name (safe: ``[A-Za-z0-9._-]``, or the raw text of a bad input).
+        uid: output folder name (safe: ``[A-Za-z0-9._-]``, :func:`ouro.data.ids.is_safe_id`).
         kind: ``"file"``, ``"gso"`` or ``"objaverse"``.
         source: what the user gave: a path, or an Objaverse uid.
         path: the mesh file (None for Objaverse objects until resolved, and for bad inputs).
@@ -144,9 +146,10 @@ def collect_sources(inputs: Sequence[Path] = (), objaverse_ids: Path | None = No
     if objaverse_ids is not None:
         uids, bad = read_objaverse_ids(Path(objaverse_ids))
         found.extend(ObjectSource(uid, "objaverse", uid) for uid in uids)
+        # a bad line's text never names a folder (it may hold ``../``): its record is "<file>-line<N>"
         found.extend(
-            ObjectSource(text, "objaverse", f"{objaverse_ids}:{line}",
-                         error=f"line {line} of {objaverse_ids} is not an Objaverse uid (32 lowercase hex digits)")
+            ObjectSource(safe_uid(f"{Path(objaverse_ids).name}-line{line}"), "objaverse", f"{objaverse_ids}:{line}: {text}",
+                         error=f"line {line} of {objaverse_ids} ({text[:80]!r}) is not an Objaverse uid (32 lowercase hex digits)")
             for line, text in bad
         )
     # drop exact duplicates (same file or same uid given twice)

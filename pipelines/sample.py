@@ -18,11 +18,12 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
+from ouro.conventions import check_seed
 from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
@@ -30,7 +31,15 @@ from ouro.io.checkpoint import OuroModels, load_checkpoint
 from ouro.models.feedback import FeedbackMaps, render_feedback
 from ouro.models.reconstructor import noise_level
 
-__all__ = ["SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "view_cameras", "turntable", "background_meta"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ouro.pipelines.export import MeshSettings, TextureSettings
+
+__all__ = [
+    "SampleSettings", "SampleOutput", "StepRecord", "SamplePipeline", "SampleFiles", "view_cameras", "turntable",
+    "write_outputs", "background_meta", "NoMeshSurface", "mesh_support_missing", "load_pipeline",
+]
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class SamplePipeline:
             raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
+        check_seed(settings.seed)
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
@@ -369,20 +379,69 @@ def write_video(path: Path, frames: Tensor, fps: int = 30) -> Path:
         return gif
 
 
+#: Side of the turntable video's frames when none is asked for, pixels (the splats render at any size).
+DEFAULT_VIDEO_SIZE = 512
+
+
+class NoMeshSurface(ValueError):
+    """The splats hold no surface to mesh (nothing opaque enough); the message says so in one line."""
+
+
+@dataclass
+class SampleFiles:
+    """What :func:`write_outputs` wrote for one object (paths inside its folder).
+
+    Attributes:
+        folder: the object's output folder.
+        input: ``input.png``, the prepared input the models read (RGB on white).
+        mask: ``mask.png``, the foreground mask the input was cut with, in the input file's own
+            pixel frame; None when no mask was given (``--background keep``).
+        views: ``views/000.png ..``, one per generated view; ``grid``: ``views.png``, all of them.
+        gaussians: ``gaussians.ply`` (standard 3DGS layout); ``num_gaussians``: the Gaussians in it.
+        video: the turntable (``orbit.mp4``, or ``orbit.gif`` without an H.264 encoder).
+        mesh: ``mesh.glb`` when a mesh was asked for, else None.
+        meta: ``meta.json``.
+        timings: seconds per writing stage (``write_images``, ``video``, ``mesh``).
+    """
+
+    folder: Path
+    input: Path
+    mask: Path | None
+    views: list[Path]
+    grid: Path
+    gaussians: Path
+    num_gaussians: int
+    video: Path
+    mesh: Path | None
+    meta: Path
+    timings: dict[str, float]
+
+
 def write_outputs(
     folder: Path,
     result: SampleOutput,
     input_image: Tensor,  # [3, S, S] prepared input
     meta: dict,
+    *,
+    mask: "np.ndarray | None" = None,  # [H, W] float in [0, 1]: the foreground mask in the input's own frame
     video_frames: int = 60,
-    video_size: int | None = None,
+    video_size: int = DEFAULT_VIDEO_SIZE,
+    mesh: "MeshSettings | None" = None,
+    texture: "TextureSettings | None" = None,
     compat: str | None = None,
-    mask=None,  # [H, W] float numpy in [0, 1]: the foreground mask in the input's own frame
-) -> dict[str, float]:
-    """Write one object's outputs into ``folder`` (which must exist and be empty); return timings.
+    stage: Callable[[str], None] | None = None,
+) -> SampleFiles:
+    """Write one object's outputs into ``folder`` (which must exist and be empty).
 
-    ``input.png`` is the prepared input the models read; ``mask.png`` (when ``mask`` is given) the
-    foreground mask the input was cut with, in the input file's own pixel frame.
+    The one writer of ``ouro sample`` and ``ouro app``: ``input.png`` (the prepared input the
+    models read), ``mask.png`` when ``mask`` is given (the foreground mask the input was cut with,
+    in the input file's own pixel frame), ``views/``, ``views.png``, ``gaussians.ply``,
+    ``orbit.mp4`` (``video_frames`` renders of the splats, ``video_size`` pixels square, whatever
+    the model's view size), ``mesh.glb`` when ``mesh`` settings are given (fused from the splats as
+    ``ouro export`` does: vertex-coloured, or UV-textured with ``texture``), ``intermediate/`` when the result holds per-step
+    records, and ``meta.json``. ``stage(name)`` is called before each slow stage (``video``, ``mesh``).
+
+    Raises :class:`NoMeshSurface` when a mesh is asked for and none can be extracted (no visible splats).
     """
     import json
 
@@ -393,13 +452,17 @@ def write_outputs(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     Image.fromarray(_to_uint8(input_image)).save(folder / "input.png")
+    mask_path = None
     if mask is not None:
-        Image.fromarray((mask.clip(0, 1) * 255 + 0.5).astype("uint8"), "L").save(folder / "mask.png")
+        mask_path = folder / "mask.png"
+        Image.fromarray((mask.clip(0, 1) * 255 + 0.5).astype("uint8"), "L").save(mask_path)
     (folder / "views").mkdir()
+    views = []
     for k, view in enumerate(result.views):
-        Image.fromarray(_to_uint8(view)).save(folder / "views" / f"{k:03d}.png")
+        views.append(folder / "views" / f"{k:03d}.png")
+        Image.fromarray(_to_uint8(view)).save(views[-1])
     Image.fromarray(_to_uint8(image_grid(result.views))).save(folder / "views.png")
-    write_ply(folder / "gaussians.ply", result.gaussians)
+    num_gaussians = write_ply(folder / "gaussians.ply", result.gaussians)
     if result.steps:
         (folder / "intermediate").mkdir()
         for rec in result.steps:
@@ -408,13 +471,45 @@ def write_outputs(
                 Image.fromarray(_to_uint8(image_grid(rec.renders))).save(folder / "intermediate" / f"step{rec.step:03d}_render.png")
                 Image.fromarray(_to_uint8(image_grid(rec.ccm))).save(folder / "intermediate" / f"step{rec.step:03d}_ccm.png")
     timings["write_images"] = time.perf_counter() - t0
+    if stage is not None:
+        stage("video")
     t0 = time.perf_counter()
-    size = video_size or result.views.shape[-1]
-    video = write_video(folder / "orbit.mp4", turntable(result.gaussians, video_frames, size, compat=compat))
+    video = write_video(folder / "orbit.mp4", turntable(result.gaussians, video_frames, video_size, compat=compat))
     timings["video"] = time.perf_counter() - t0
-    meta = dict(meta, outputs={"views": len(result.views), "video": video.name, "video_frames": video_frames}, timings={**result.timings, **timings})
+    mesh_path = None
+    if mesh is not None:
+        from ouro.pipelines.export import export_gaussians
+
+        if stage is not None:
+            stage("mesh")
+        t0 = time.perf_counter()
+        try:
+            mesh_path = export_gaussians(result.gaussians, folder / "mesh.glb", "glb", mesh, texture)[0]
+        except ValueError as exc:  # nothing opaque enough to mesh (NoSurfaceError)
+            raise NoMeshSurface(str(exc)) from exc
+        timings["mesh"] = time.perf_counter() - t0
+    outputs = {"views": len(result.views), "gaussians": num_gaussians, "video": video.name, "video_frames": video_frames,
+               "video_size": video_size, "mesh": mesh_path.name if mesh_path else None,
+               "mesh_texture": texture.size if mesh_path and texture else None}
+    meta = dict(meta, outputs=outputs, timings={**result.timings, **timings})
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return timings
+    return SampleFiles(folder, folder / "input.png", mask_path, views, folder / "views.png", folder / "gaussians.ply",
+                       num_gaussians, video, mesh_path, folder / "meta.json", timings)
+
+
+def mesh_support_missing() -> str | None:
+    """The mesh writer's missing package (``open3d`` or ``trimesh``), or None when both import."""
+    try:
+        import trimesh  # noqa: F401
+    except ImportError:
+        return "trimesh"
+    try:
+        from ouro.io.mesh import import_open3d
+
+        import_open3d()
+    except ImportError:
+        return "open3d"
+    return None
 
 
 def background_meta(prepared) -> dict:

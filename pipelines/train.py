@@ -47,7 +47,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,8 +57,8 @@ import torch
 from torch import Tensor, nn
 
 from ouro.config import OuroConfig
-from ouro.data.dataset import PositionSampler, PositionStream, RenderFolderDataset, collate_samples
-from ouro.io.files import replace_folder
+from ouro.data.dataset import DatasetError, PositionSampler, PositionStream, RenderFolderDataset, collate_samples
+from ouro.io.files import make_temp_folder, replace_folder
 from ouro.io.checkpoint import CheckpointError, OuroModels, quiet_hf, save_checkpoint
 
 from .train_state import (
@@ -92,6 +91,7 @@ __all__ = [
     "StepLog",
     "Reporter",
     "build_models_for",
+    "check_data",
     "default_run_name",
     "init_compat",
     "launch_command",
@@ -350,7 +350,7 @@ def _write_final(config: TrainConfig, model_cfg: OuroConfig, model: JointModel, 
             state[name] = value.to("cpu", copy=True).to(state[name].dtype)
     generator, reconstructor = models_with(model_cfg, state)
     models = OuroModels(generator, reconstructor, model.conditioner, model_cfg, config.compat)
-    tmp = Path(tempfile.mkdtemp(prefix=".final.", dir=run))
+    tmp = make_temp_folder(run, prefix=".final.")
     try:
         with quiet_hf():
             folder = save_checkpoint(tmp / "final", models)
@@ -680,11 +680,34 @@ def launch_command(config: TrainConfig, resume: bool = False, port: int | None =
     return cmd
 
 
+def check_data(config: TrainConfig, frames: bool = True) -> RenderFolderDataset:
+    """The run's training objects, every one checked before the first step (:meth:`RenderFolderDataset.verify`).
+
+    Raises:
+        DatasetError: no usable render folder or kept list, or some objects are unusable (a bad
+            meta.json, a missing, damaged or truncated frame): the message lists the first three
+            and says how to fix them, so a run does not stop hours in at the first bad object.
+    """
+    dataset = RenderFolderDataset(config.data, config.model.generator.image_size, config.model.camera.num_views,
+                                  config.frame_choice, config.kept)
+    problems = dataset.verify(frames=frames)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise DatasetError(
+            f"{len(problems)} of {len(dataset)} training objects in {config.data} are unusable: {shown}. Re-render them, "
+            f"or train on the rest: `ouro filter {config.data}` leaves them out of its kept.txt, which `ouro train` reads by default"
+        )
+    return dataset
+
+
 def train(config: TrainConfig, resume: bool = False, reporter: Reporter | None = None,
-          env: dict[str, str] | None = None) -> TrainResult | int:
-    """Write ``config.json``, then train: in this process (one process, no DeepSpeed) or through
+          env: dict[str, str] | None = None, check: bool = True) -> TrainResult | int:
+    """Check the data (:func:`check_data`, unless ``check`` is False: the caller did), write
+    ``config.json``, then train: in this process (one process, no DeepSpeed) or through
     ``accelerate launch`` (returns the launcher's exit code; the workers report themselves)."""
     config.check()
+    if check:
+        check_data(config)
     write_run_config(config)
     if config.gpus == 1 and not config.deepspeed:
         return run_training(config, resume, reporter)

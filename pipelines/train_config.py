@@ -19,7 +19,7 @@ import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.io.checkpoint import CHECKPOINT_FILE, is_checkpoint
 
-from ouro.conventions import FRAME_CHOICES
+from ouro.conventions import FRAME_CHOICES, check_seed
 
 from .choices import LR_SCHEDULERS, MIXED_PRECISION
 from .train_step import StepSettings, ablation_feedback
@@ -137,6 +137,7 @@ class TrainConfig:
             raise ValueError(f"compat must be null or 'official', got {self.compat!r}")
         if not self.output:
             raise ValueError("output (the run folder) is empty")
+        check_seed(self.seed)
 
     def step_settings(self) -> StepSettings:
         return StepSettings(

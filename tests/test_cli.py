@@ -12,7 +12,7 @@ import ouro
 from ouro.cli.main import app
 from ouro.paths import DEFAULT_RENDER_DIR, GSO_ROOT_ENV, default_gso_root, resolve_gso_root
 
-SUBCOMMANDS = ["render", "filter", "train", "sample", "eval-gso", "export"]
+SUBCOMMANDS = ["render", "filter", "train", "sample", "eval-gso", "export", "app"]
 runner = CliRunner()
 
 
@@ -25,7 +25,7 @@ def parse(line: str) -> dict:
         return ctx.params
 
 
-def test_help_lists_the_six_subcommands():
+def test_help_lists_every_subcommand():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     for name in SUBCOMMANDS:
@@ -72,6 +72,14 @@ def test_sample_and_eval_lines_parse():
     assert parse("eval-gso")["gso_root"] is None and parse("eval-gso")["anchor_input"] is None
     assert parse("eval-gso --anchor-input")["anchor_input"] is True
     assert parse("export g.ply -o m.glb --format obj")["format"].value == "obj"
+    assert parse("sample img.png")["video_size"] == 512 and parse("sample img.png")["mesh"] is False
+    assert parse("sample img.png --mesh --video-size 256")["video_size"] == 256
+
+
+def test_app_serves_loopback_only_and_shares_nothing_by_default():
+    params = parse("app")
+    assert params["host"] == "127.0.0.1" and params["share"] is False and params["port"] is None
+    assert params["output"] == Path("out/app")
 
 
 def test_bad_option_values_are_usage_errors():

@@ -157,6 +157,24 @@ def test_lgm_layout_and_activations_by_hand():
     torch.testing.assert_close(Gaussians.from_tensor(batched.to_tensor()).opacities, torch.full((2, 3), 0.5))
 
 
+def test_rotate_turns_centres_and_covariances_and_keeps_the_rest():
+    """`rotate` (the viewer-frame converter of `ouro app`): centres to R x, covariances to R C R^T."""
+    from ouro.gaussians import covariances, quaternion_to_matrix, rotate
+
+    gs = random_gaussians(n=64, seed=3).to(torch.float64)
+    gs.rotations = torch.nn.functional.normalize(gs.rotations, dim=-1)  # unit in float64, so R(q r) = R(q) R(r) exactly
+    q = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, 0.8, 0.1], dtype=torch.float64), dim=0)
+    R = quaternion_to_matrix(q)
+    turned = rotate(gs, q)
+    torch.testing.assert_close(turned.means, gs.means @ R.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(covariances(turned), R @ covariances(gs) @ R.T, rtol=0, atol=1e-12)
+    assert torch.equal(turned.scales, gs.scales) and torch.equal(turned.colors, gs.colors) and torch.equal(turned.opacities, gs.opacities)
+    # half a turn about x (the y-down viewer frame): (x, y, z) -> (x, -y, -z); twice is the identity
+    flip = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(rotate(gs, flip).means, gs.means * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(covariances(rotate(rotate(gs, flip), flip)), covariances(gs), rtol=0, atol=1e-12)
+
+
 def test_colours_read_from_a_3dgs_file_use_the_sh_band0_constant(tmp_path):
     """A PLY as 3DGS training writes it (plyfile, not our writer): colour = 0.5 + C0 f_dc with the real
     spherical-harmonics constant C0 = 1 / (2 sqrt(pi)), so other viewers and ours agree on colours."""

@@ -171,11 +171,12 @@ def test_render_writes_orbits_meta_and_failures(main):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(RENDERED)
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     reasons = {f["uid"]: f["reason"] for f in failures}
-    assert set(reasons) == {"corrupt", "missing", assets.UNCACHED_UID, "not-a-uid"}
+    # a bad ids line is recorded under "<ids file>-line<N>", never under its own text (it could hold ../)
+    assert set(reasons) == {"corrupt", "missing", assets.UNCACHED_UID, "ids.csv-line3"}
     assert "GLB" in reasons["corrupt"] or "glTF" in reasons["corrupt"]
     assert "no such file" in reasons["missing"]
     assert "not in the local objaverse cache" in reasons[assets.UNCACHED_UID] and "downloads are off" in reasons[assets.UNCACHED_UID]
-    assert "not an Objaverse uid" in reasons["not-a-uid"]
+    assert "not an Objaverse uid" in reasons["ids.csv-line3"] and "'not-a-uid'" in reasons["ids.csv-line3"]
 
 
 @pytest.mark.slow

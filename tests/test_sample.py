@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -43,7 +44,7 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     src = object_image(tmp_path / "duck.png")
     out = tmp_path / "out"
     result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", str(STEPS), "--video-frames", "12",
-                                 "--anchor-input"])
+                                 "--video-size", "80", "--anchor-input"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["gaussians.ply", "input.png", "mask.png", "meta.json", "orbit.mp4", "views", "views.png"]
     # the mask it cut with, in the input's frame: an RGBA input's own alpha
@@ -53,21 +54,65 @@ def test_cli_writes_every_output(tiny_checkpoint, tmp_path):
     assert all(Image.open(p).size == (64, 64) for p in views)
     assert Image.open(out / "views.png").size == (4 * 64, 2 * 64)
     assert read_ply(out / "gaussians.ply").num_gaussians > 0
-    reader = imageio.get_reader(out / "orbit.mp4")
-    assert sum(1 for _ in reader) == 12
+    frames = [f for f in imageio.get_reader(out / "orbit.mp4")]
+    assert len(frames) == 12 and frames[0].shape == (80, 80, 3)  # --video-size, not the model's 64 px
     meta = json.loads((out / "meta.json").read_text())
     assert meta["settings"]["num_steps"] == STEPS and meta["settings"]["seed"] == 0
     assert meta["settings"]["guidance"] == [1.0, 3.0]  # the tiny config's, resolved
     assert meta["settings"]["anchor_input"] is True  # the flag, over the tiny config's False
     assert set(meta["timings"]) >= {"unet", "decode", "reconstruct", "render", "video"}
+    assert meta["outputs"]["video_size"] == 80 and meta["outputs"]["mesh"] is None
+    assert meta["outputs"]["gaussians"] == read_ply(out / "gaussians.ply").num_gaussians
     assert meta["background"]["method"] == "alpha" and meta["background"]["problems"] == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.slow
+def test_mesh_flag_writes_a_coloured_glb_in_the_same_run(tmp_path):
+    """`--mesh` (the embedded demo, one step): mesh.glb beside the splats, as `ouro export` would fuse it."""
+    import trimesh
+
+    out = tmp_path / "out"
+    chair = Path(__file__).resolve().parents[1] / "examples" / "chair.png"
+    result = runner.invoke(app, ["sample", str(chair), "-o", str(out), "--model", "demo", "--steps", "1", "--video-frames", "2",
+                                 "--video-size", "32", "--mesh"])
+    assert result.exit_code == 0, result.output
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")
+    assert len(mesh.faces) > 100 and mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    # inside the splats' extent: the object's unit box, plus the splats' own size
+    assert np.abs(mesh.vertices).max() < 1.0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["outputs"]["mesh"] == "mesh.glb" and meta["timings"]["mesh"] > 0
+
+
+def test_turntable_size_scales_the_intrinsics_not_the_picture():
+    """One small dark Gaussian off-centre lands on its projected pixel at every video size."""
+    from ouro.gaussians import Gaussians
+    from ouro.geometry.cameras import intrinsics_from_fov
+    from ouro.pipelines.sample import turntable
+
+    point = torch.tensor([[0.3, 0.2, 0.0]])
+    g = Gaussians(point, torch.full((1, 3), 0.01), torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.ones(1), torch.zeros(1, 3))
+    centres = {}
+    for size in (32, 96, 320):
+        frame = turntable(g, 1, size)[0]  # frame 0: the camera at (0, 0, 1.5), looking at the origin
+        assert frame.shape == (3, size, size)
+        dark = (1 - frame.mean(0)).clamp_min(0)
+        ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")  # pixel centres
+        centre = torch.stack([(dark * xs).sum(), (dark * ys).sum()]) / dark.sum()
+        K = intrinsics_from_fov(49.1, size, size)
+        # camera axes: x right = world +x, y down = world -y, depth 1.5
+        expected = torch.stack([K[0, 0] * 0.3 / 1.5 + K[0, 2], K[1, 1] * -0.2 / 1.5 + K[1, 2]])
+        torch.testing.assert_close(centre, expected.float(), rtol=0, atol=0.05 * size / 32)
+        centres[size] = centre / size
+    torch.testing.assert_close(centres[32], centres[320], rtol=0, atol=0.01)
 
 
 def test_several_inputs_get_one_folder_each(tiny_checkpoint, tmp_path):
     a, b = object_image(tmp_path / "a.png"), object_image(tmp_path / "b.png")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["sample", str(a), str(b), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--video-frames", "2"])
+    result = runner.invoke(app, ["sample", str(a), str(b), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "1", "--video-frames", "2",
+                                 "--video-size", "32"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
     assert (out / "b" / "views" / "007.png").is_file()
@@ -177,7 +222,7 @@ def test_unwritable_output_exits_2(tiny_checkpoint, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = runner.invoke(app, ["sample", str(src), "-o", str(blocker / "out"), "--checkpoint", str(tiny_checkpoint), "--steps", "1"])
-    assert result.exit_code == 2 and "cannot write there" in result.output
+    assert result.exit_code == 2 and "file is a file, not a folder; choose another --output" in " ".join(result.output.split())
 
 
 def test_fast_setting_decodes_only_the_views_g_reads(pipe, image):
@@ -266,3 +311,23 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     cond = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
     expected = vae.encode(cond).latent_dist.mode().double() * vae.config.scaling_factor
     torch.testing.assert_close(anchor, expected, rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_mesh_flag_with_a_texture_writes_a_textured_glb(tmp_path):
+    """`--mesh --texture 64`: mesh.glb is UV-textured (the same bake as `ouro export --texture`); bad sizes exit 2."""
+    import trimesh
+
+    chair = Path(__file__).resolve().parents[1] / "examples" / "chair.png"
+    bad = runner.invoke(app, ["sample", str(chair), "-o", str(tmp_path / "bad"), "--model", "demo", "--mesh", "--texture", "100"])
+    assert bad.exit_code == 2 and "power of two" in bad.output and not (tmp_path / "bad").exists()
+    alone = runner.invoke(app, ["sample", str(chair), "-o", str(tmp_path / "alone"), "--model", "demo", "--texture", "64"])
+    assert alone.exit_code == 2 and "add --mesh" in alone.output
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(chair), "-o", str(out), "--model", "demo", "--steps", "1", "--video-frames", "2",
+                                 "--video-size", "32", "--mesh", "--texture", "64"])
+    assert result.exit_code == 0, result.output
+    mesh = trimesh.load(out / "mesh.glb", force="mesh")
+    assert isinstance(mesh.visual, trimesh.visual.TextureVisuals) and mesh.visual.uv.shape == (len(mesh.vertices), 2)
+    assert mesh.visual.material.baseColorTexture.size == (64, 64)
+    assert json.loads((out / "meta.json").read_text())["outputs"]["mesh_texture"] == 64

@@ -217,7 +217,8 @@ def test_overfit_loss_falls_both_models_learn_and_feedback_is_taken_half_the_tim
     assert (run / "samples" / f"step-{steps:06d}.png").is_file()
     assert read_run_config(run / "config.json") == config
     out = runner.invoke(app, ["sample", str(_condition_png(renders, tmp_path)), "--checkpoint", str(run / "final"),
-                              "-o", str(tmp_path / "sampled"), "--steps", "2", "--video-frames", "2", "--keep-background"])
+                              "-o", str(tmp_path / "sampled"), "--steps", "2", "--video-frames", "2", "--video-size", "64",
+                              "--keep-background"])
     assert out.exit_code == 0, out.output
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -47,6 +46,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ouro.conventions import FRAME_CHOICES
+from ouro.data.ids import ID_PATTERN, IdListError, is_safe_id, read_id_list
+from ouro.data.preprocess import InputImageError, read_rgba
 from ouro.geometry.cameras import blender_to_ours, intrinsics_from_fov, to_condition_frame
 
 __all__ = [
@@ -63,8 +64,8 @@ __all__ = [
     "read_kept",
 ]
 
-#: What a uid may look like (folder names, kept-list lines): no separators, no leading dot.
-UID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: What a uid may look like (folder names, kept-list lines): :data:`ouro.data.ids.ID_PATTERN`.
+UID_PATTERN = ID_PATTERN
 META = "meta.json"
 DEFAULT_FRAMES_PER_ORBIT = 16
 
@@ -101,20 +102,10 @@ def frame_indices(start: int, frames_per_orbit: int, num_views: int = 8, choice:
 
 def read_kept(path: str | Path) -> list[str]:
     """A kept list (``ouro filter``): one uid per line; blank lines and ``#`` comments skipped."""
-    path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read the kept list ({exc})") from None
-    uids: list[str] = []
-    for n, line in enumerate(lines, 1):
-        uid = line.split("#", 1)[0].strip()
-        if not uid:
-            continue
-        if not UID_PATTERN.match(uid):
-            raise DatasetError(f"{path}:{n}: {uid[:80]!r} is not a valid uid")
-        uids.append(uid)
-    return list(dict.fromkeys(uids))
+        return read_id_list(path, label=f"kept list {path}", what="valid uid", empty=None)
+    except IdListError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 @dataclass
@@ -185,11 +176,11 @@ class RenderFolderDataset(Dataset):
             raise DatasetError(f"{self.root}: no such render folder; render objects with `ouro render` first")
         self.image_size, self.num_views, self.frame_choice = image_size, num_views, frame_choice
         if kept is None:
-            uids = sorted(p.name for p in self.root.iterdir() if UID_PATTERN.match(p.name) and (p / META).is_file())
+            uids = sorted(p.name for p in self.root.iterdir() if is_safe_id(p.name) and (p / META).is_file())
             self.missing: list[str] = []
         else:
             wanted = read_kept(kept) if isinstance(kept, (str, Path)) else list(kept)
-            bad = [u for u in wanted if not UID_PATTERN.match(str(u))]
+            bad = [u for u in wanted if not is_safe_id(u)]
             if bad:
                 raise DatasetError(f"kept list: {str(bad[0])[:80]!r} is not a valid uid")
             uids = [u for u in wanted if (self.root / u / META).is_file()]
@@ -214,6 +205,11 @@ class RenderFolderDataset(Dataset):
         path = folder / META
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: unreadable meta.json ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{path}: meta.json holds {'null' if meta is None else type(meta).__name__}, not a JSON object")
+        try:
             fov = float(meta["camera_angle_x"])
             locations = meta["locations"]
             per_orbit = int(meta.get("frames_per_orbit", DEFAULT_FRAMES_PER_ORBIT))
@@ -229,7 +225,7 @@ class RenderFolderDataset(Dataset):
                 frame = int(loc.get("frame", i % per_orbit))
                 c2w = torch.tensor(loc["transform_matrix"], dtype=torch.float64)
                 name = str(loc["frames"][0]["name"])
-            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
                 raise DatasetError(f"{path}: locations[{i}] is malformed ({type(exc).__name__}: {exc})") from None
             if c2w.shape != (4, 4) or not bool(torch.isfinite(c2w).all()):
                 raise DatasetError(f"{path}: locations[{i}].transform_matrix must be a finite 4x4 matrix")
@@ -246,13 +242,36 @@ class RenderFolderDataset(Dataset):
                 raise DatasetError(f"{path}: orbit {orbit} has {len(frames)} frames, fewer than {self.num_views} views")
         return math.degrees(fov), orbits
 
+    def verify(self, frames: bool = True) -> list[str]:
+        """What is wrong with each unusable object, before training starts: one ``"<file>: <why>"`` per bad object.
+
+        Reads every object's meta.json as training would (:meth:`read_meta`: cameras, frame paths,
+        orbits) and, with ``frames``, checks each listed frame without decoding or reading it whole:
+        the file exists, Pillow recognises its header and it is not over the decompression-bomb
+        limit, and a PNG ends with its IEND chunk (truncated copies and interrupted writes do not).
+        A frame costs two small reads, not a decode; a bit flipped inside a complete file is found
+        only when that frame is decoded.
+        """
+        problems = []
+        for index in range(len(self.uids)):
+            try:
+                _, orbits = self.read_meta(index)
+            except DatasetError as exc:
+                problems.append(str(exc))
+                continue
+            if frames:
+                paths = [png for orbit in orbits.values() for _, _, png in orbit]
+                found = next((f"{png}: {why}" for png in paths if (why := _frame_problem(png)) is not None), None)
+                if found is not None:
+                    problems.append(found)
+        return problems
+
     # ------------------------------------------------------------------------------------ frames
     def load_image(self, path: Path) -> Tensor:  # -> [3, S, S] RGB on white in [0, 1]
         try:
-            with Image.open(path) as im:
-                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: unreadable frame ({exc})") from None
+            rgba = read_rgba(path)
+        except InputImageError as exc:
+            raise DatasetError(f"unreadable frame: {exc}") from None
         x = torch.from_numpy(rgba).permute(2, 0, 1)  # [H, W, 4] -> [4, H, W]
         rgb = x[:3] * x[3:] + (1.0 - x[3:])  # composite on white
         size = self.image_size
@@ -281,6 +300,31 @@ class RenderFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> OrbitSample:
         return self.load(index)
+
+
+#: The last 12 bytes of every complete PNG file: the IEND chunk (length 0, type, CRC).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _frame_problem(path: Path) -> str | None:
+    """Why the frame at ``path`` cannot be read, from its header and (PNG) its last 12 bytes, or None.
+
+    Constant work per file, whatever its size: no decode, no full read (a truncated copy or an
+    interrupted write has no IEND chunk at its end).
+    """
+    try:
+        with Image.open(path) as im:  # parses the header: format, size, mode
+            if im.format == "PNG":
+                im.fp.seek(-len(_PNG_END), 2)
+                if im.fp.read(len(_PNG_END)) != _PNG_END:
+                    return "truncated frame (the PNG does not end with its IEND chunk)"
+    except FileNotFoundError:
+        return "missing frame"
+    except Image.DecompressionBombError as exc:
+        return f"frame too large ({exc})"
+    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+        return f"damaged frame ({type(exc).__name__}: {exc})"
+    return None
 
 
 class PositionStream(Dataset):

@@ -8,12 +8,18 @@ built-in GrabCut method; ``grabcut``, ``border``, ``rembg`` force one; ``keep`` 
 is), or from a user's ``mask``. Every mask gets a plausibility check; its result travels with the
 :class:`PreparedImage` so the caller can say when the cut looks wrong.
 
+Reading (:func:`load_image`, :func:`image_to_rgba`, :func:`read_rgba`; also used for training frames
+and ``eval-gso`` predictions): every mode Pillow opens, each at its own scale (8-bit modes / 255,
+16-bit grey / 65535, float as is), palette and ``tRNS`` transparency as alpha; images over Pillow's
+decompression-bomb limit are refused with the limit and how to resize.
+
 Errors are :class:`InputImageError` with one line naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +29,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ouro.data.segment import Foreground, SegmentationError, segment
 
-__all__ = ["InputImageError", "PreparedImage", "load_image", "prepare_image", "MIN_SIZE"]
+__all__ = ["InputImageError", "PreparedImage", "image_to_rgba", "load_image", "prepare_image", "read_rgba", "to_8bit",
+           "MIN_SIZE"]
 
 #: Smallest accepted input side, pixels.
 MIN_SIZE = 32
@@ -55,8 +62,11 @@ class PreparedImage:
         return Image.fromarray(arr)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file, with one-line errors for every way it can be bad."""
+def load_image(path: str | os.PathLike, min_size: int = MIN_SIZE) -> Image.Image:
+    """Open and fully decode an image file, with one-line errors for every way it can be bad.
+
+    ``min_size``: smallest accepted side, pixels (input photos: :data:`MIN_SIZE`; renders: 1).
+    """
     path = Path(path)
     if not path.exists():
         raise InputImageError(f"{path}: no such file; check the path")
@@ -66,13 +76,66 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as im:
             im.load()  # decode now, so truncated files fail here
             image = im.copy()
+    except Image.DecompressionBombError as exc:
+        raise InputImageError(_bomb_message(path, exc)) from None
     except UnidentifiedImageError:
         raise InputImageError(f"{path}: not an image PIL can read; give a PNG, JPEG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputImageError(f"{path}: the image is damaged or truncated ({exc}); re-export or re-download it") from None
-    if min(image.size) < MIN_SIZE:
-        raise InputImageError(f"{path}: image is {image.size[0]}x{image.size[1]}, smaller than {MIN_SIZE} px; give a larger image")
+    if min(image.size) < min_size:
+        raise InputImageError(f"{path}: image is {image.size[0]}x{image.size[1]}, smaller than {min_size} px; give a larger image")
     return image
+
+
+def _bomb_message(path: Path, exc: Exception) -> str:
+    """Pillow refuses images over ``2 * Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels by default) at open."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
+    limit = 2 * int(Image.MAX_IMAGE_PIXELS or 0)
+    return (f"{path}: {size}, over the {limit / 1e6:,.0f}-megapixel limit of Pillow's decompression-bomb guard; "
+            f"resize it first, e.g. to 2048 px on the longer side: `magick '{path.name}' -resize 2048x2048 smaller.png`")
+
+
+def _wide(mode: str) -> bool:
+    """16-bit grey and float modes, which Pillow's 8-bit conversions clip (``convert("RGB")`` of a 16-bit image is white)."""
+    return mode in ("F", "I") or mode.startswith("I;16")
+
+
+def image_to_rgba(image: Image.Image) -> np.ndarray:  # -> [H, W, 4] float32 in [0, 1]
+    """Any Pillow image as straight (not premultiplied) RGBA in [0, 1], each mode at its own scale.
+
+    * 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``RGBA``, ``LA``, ``PA``, ``CMYK``, ``YCbCr`` ...):
+      Pillow's RGBA conversion / 255; palette and ``tRNS`` transparency become alpha. (16-bit RGB(A)
+      PNGs open as 8-bit RGB(A): their high bytes.)
+    * 16-bit grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``, and ``I``, as Pillow opens 16-bit grey
+      PNG / TIFF / PGM files): value / 65535, clipped; a ``tRNS`` grey value is transparent.
+    * ``F`` (32-bit float): the values as they are, clipped to [0, 1] (NaN as 0).
+    """
+    mode = image.mode
+    if _wide(mode):
+        values = np.asarray(image).astype(np.float32)
+        grey = np.clip(np.nan_to_num(values if mode == "F" else values / 65535.0, nan=0.0), 0.0, 1.0)
+        alpha = np.ones_like(grey)
+        key = image.info.get("transparency")
+        if mode != "F" and isinstance(key, int):
+            alpha = (np.asarray(image) != key).astype(np.float32)
+        return np.stack([grey, grey, grey, alpha], axis=-1)
+    rgba = image if mode == "RGBA" else image.convert("RGBA")
+    return np.asarray(rgba, dtype=np.float32) / 255.0
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """``image`` itself in an 8-bit mode; a 16-bit grey or float image as the 8-bit RGBA picture it shows
+    (:func:`image_to_rgba`, rounded), so that code reading it through Pillow's conversions (segmentation,
+    masks) sees its pixels and not white."""
+    if not _wide(image.mode):
+        return image
+    return Image.fromarray((image_to_rgba(image) * 255 + 0.5).astype(np.uint8), "RGBA")
+
+
+def read_rgba(path: str | os.PathLike, min_size: int = 1) -> np.ndarray:  # -> [H, W, 4] float32 in [0, 1]
+    """:func:`load_image` then :func:`image_to_rgba`; :class:`InputImageError` names the file."""
+    return image_to_rgba(load_image(path, min_size=min_size))
 
 
 def prepare_image(
@@ -104,11 +167,12 @@ def prepare_image(
     if not isinstance(image, Image.Image):
         source = Path(image)
         image = load_image(source)
+    image = to_8bit(image)  # 16-bit grey / float: the picture it shows, for segmentation and compositing
     name = source or "input image"
     keep_background = keep_background or (background == "keep" and mask is None)
     foreground = None
     if keep_background:  # as is; an alpha channel only decides what shows through as white
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        rgba = image_to_rgba(image)
         rgb = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
         alpha = np.ones(rgb.shape[:2], dtype=np.float32)
     else:
@@ -116,11 +180,13 @@ def prepare_image(
         if mask is not None and not isinstance(mask, Image.Image):
             mask_name = Path(mask)
             mask = load_image(mask_name)
+        if mask is not None:
+            mask = to_8bit(mask)
         try:
             foreground = segment(image, background, mask=mask, threshold=threshold, mask_name=str(mask_name or "mask"))
         except SegmentationError as exc:
             raise InputImageError(f"{name}: {exc}" if mask_name is None else str(exc)) from None
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        rgba = image_to_rgba(image)
         # the alpha method premultiplies the stored colours; any other mask cuts what a viewer shows (transparent = white)
         rgb = rgba[..., :3] if foreground.method == "alpha" else rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
         alpha = foreground.mask

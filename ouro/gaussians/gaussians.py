@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LAYOUT", "Compat", "Gaussians", "quaternion_to_matrix", "covariances"]
+__all__ = ["LAYOUT", "Compat", "Gaussians", "quaternion_to_matrix", "quaternion_multiply", "covariances", "rotate"]
 
 Compat = Optional[Literal["official"]]
 
@@ -139,3 +139,35 @@ def covariances(gaussians: Gaussians) -> Tensor:  # [..., N, 3, 3]
     """World-space covariances ``R S S^T R^T`` with ``R`` from :func:`quaternion_to_matrix`."""
     m = quaternion_to_matrix(gaussians.rotations) * gaussians.scales[..., None, :]
     return m @ m.transpose(-1, -2)
+
+
+def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:  # [..., 4] x [..., 4] (w, x, y, z) -> [..., 4]
+    """The Hamilton product ``a b``: the rotation ``b`` followed by ``a``."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
+
+
+def rotate(gaussians: Gaussians, q: Tensor) -> Gaussians:
+    """The Gaussians turned about the origin by the unit quaternion ``q`` ``[4]`` (w, x, y, z).
+
+    Centres become ``R x`` and each Gaussian's rotation ``q r``, so covariances become ``R C R^T``;
+    scales, opacities and colours are kept. For frame converters at the edges (viewers, exports).
+    """
+    q = q.to(gaussians.rotations)
+    R = quaternion_to_matrix(q)
+    return Gaussians(
+        means=gaussians.means @ R.T,
+        scales=gaussians.scales,
+        rotations=quaternion_multiply(q.expand_as(gaussians.rotations), gaussians.rotations),
+        opacities=gaussians.opacities,
+        colors=gaussians.colors,
+    )

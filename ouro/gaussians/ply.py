@@ -17,16 +17,15 @@ opacity is below 0.005 by default, as LGM and the public Ouroboros3D code do.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
 from ouro.gaussians.gaussians import Gaussians
+from ouro.io.files import atomic_write
 
-__all__ = ["SH_C0", "PLY_PROPERTIES", "gaussians_to_ply_arrays", "write_ply", "read_ply", "read_ply_arrays"]
+__all__ = ["SH_C0", "PLY_PROPERTIES", "gaussians_to_ply_arrays", "write_ply", "read_finite_ply", "read_ply", "read_ply_arrays"]
 
 SH_C0 = 0.28209479177387814
 PLY_PROPERTIES = (
@@ -72,15 +71,8 @@ def write_ply(path: str | os.PathLike, gaussians: Gaussians, prune_opacity: floa
     data = np.empty(n, dtype=[(name, "<f4") for name in _NAMES])
     for name in _NAMES:
         data[name] = cols[name]
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(f)
     return n
 
 
@@ -103,9 +95,7 @@ def read_ply_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {name: np.asarray(vertex[name], dtype=np.float32) for name in _NAMES}
 
 
-def read_ply(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Gaussians:
-    """Read a 3DGS PLY into activated :class:`Gaussians` (``[N, ...]``, quaternions as stored)."""
-    cols = read_ply_arrays(path)
+def _activate(cols: dict[str, np.ndarray], dtype: torch.dtype) -> Gaussians:
     stack = lambda names: torch.from_numpy(np.stack([cols[n] for n in names], axis=1)).to(torch.float64)  # noqa: E731
     means, f_dc, opacity, log_scale, rot = (stack(group) for group in PLY_PROPERTIES)
     g = Gaussians(
@@ -116,3 +106,19 @@ def read_ply(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Gau
         colors=f_dc * SH_C0 + 0.5,
     )
     return g.to(dtype=dtype)
+
+
+def read_ply(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Gaussians:
+    """Read a 3DGS PLY into activated :class:`Gaussians` (``[N, ...]``, quaternions as stored)."""
+    return _activate(read_ply_arrays(path), dtype)
+
+
+def read_finite_ply(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> tuple[Gaussians, int]:
+    """:func:`read_ply` without the Gaussians that hold a NaN or Inf in any stored property.
+
+    Returns ``(gaussians, dropped)``. Such rows (a diverged optimisation, a broken exporter) would
+    be copied through to a PLY, and a single one turns a mesh's extent, hence its fusion, into NaN.
+    """
+    cols = read_ply_arrays(path)
+    finite = np.logical_and.reduce([np.isfinite(v) for v in cols.values()])
+    return _activate({k: v[finite] for k, v in cols.items()}, dtype), int((~finite).sum())

@@ -18,14 +18,13 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ouro.config import OuroConfig
-from ouro.io.files import replace_folder
+from ouro.io.files import make_temp_folder, replace_folder
 
 __all__ = ["quiet_hf", "OuroModels", "CheckpointError", "save_checkpoint", "load_checkpoint", "is_checkpoint", "CHECKPOINT_FILE"]
 
@@ -90,7 +89,7 @@ def save_checkpoint(folder: str | os.PathLike, models: OuroModels) -> Path:
     """Write ``models`` to ``folder`` atomically (replacing an existing checkpoint there)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = make_temp_folder(folder.parent, prefix=f".{folder.name}.")  # umask modes: others may read the weights
     try:
         models.generator.save_pretrained(tmp / "generator", safe_serialization=True)
         models.reconstructor.save_pretrained(tmp / "reconstructor", safe_serialization=True)

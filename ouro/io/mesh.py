@@ -1,5 +1,9 @@
 """Meshes from rendered depth and colour: TSDF fusion (open3d) and GLB/OBJ/PLY writing (trimesh).
 
+Vertex-coloured meshes (:class:`ColoredMesh`, :func:`write_mesh`) and UV-textured ones
+(:class:`TexturedMesh`, :func:`write_textured_mesh`: a GLB with the texture embedded, or OBJ + MTL +
+PNG).
+
 open3d 0.20's ``ScalableTSDFVolume`` returns empty meshes (measured on this stack), so the
 fusion uses ``UniformTSDFVolume`` over a fixed cube. open3d cannot read back its own GLB files, so
 meshes are written with trimesh.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +21,9 @@ import numpy as np
 from torch import Tensor
 
 from ouro.geometry.cameras import invert_rigid
+from ouro.io.files import atomic_path, atomic_write
 
-__all__ = ["ColoredMesh", "import_open3d", "tsdf_fuse", "write_mesh"]
+__all__ = ["ColoredMesh", "TexturedMesh", "import_open3d", "tsdf_fuse", "write_mesh", "write_textured_mesh"]
 
 
 @dataclass
@@ -34,6 +39,25 @@ class ColoredMesh:
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
+
+
+@dataclass
+class TexturedMesh:
+    """A triangle mesh with one UV-mapped colour texture.
+
+    Attributes:
+        vertices: ``[M, 3]`` float32, object frame (+y up, as glTF). Vertices on UV seams are
+            duplicated (one per chart).
+        faces: ``[F, 3]`` int64 vertex indices, counter-clockwise seen from outside.
+        uv: ``[M, 2]`` float32 texture coordinates in ``[0, 1]``, OBJ convention (``(0, 0)`` the
+            bottom-left corner of the image; the GLB writer flips v as glTF wants).
+        texture: ``[H, W, 3]`` uint8 RGB, row 0 at the top.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray
+    texture: np.ndarray
 
 
 def import_open3d():
@@ -120,12 +144,63 @@ def write_mesh(path: str | os.PathLike, mesh: ColoredMesh, fmt: str | None = Non
         vertex_colors=(rgba * 255 + 0.5).clip(0, 255).astype(np.uint8),
         process=False,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        tri.export(tmp, file_type=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tri.export(str(tmp), file_type=fmt)
     return path
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_textured_mesh(path: str | os.PathLike, mesh: TexturedMesh, fmt: str | None = None) -> list[Path]:
+    """Write a textured mesh as GLB (texture embedded) or OBJ + MTL + PNG (``fmt``, else the suffix).
+
+    The OBJ's material and texture are ``<stem>.mtl`` and ``<stem>.png`` beside it (characters
+    other than letters, digits, ``.``, ``_`` and ``-`` in the stem become ``_``). The material is
+    white (``Kd 1 1 1``, glTF base colour 1, metallic 0, roughness 1), so viewers show the texture's
+    colours. Every file is written to a temporary name first and renamed.
+
+    Returns:
+        The written files, the mesh first.
+    """
+    import trimesh
+    from PIL import Image
+    from trimesh.exchange.obj import export_obj
+
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt not in ("glb", "obj"):
+        raise ValueError(f"{path}: unsupported textured mesh format {fmt!r}; use .glb or .obj")
+    assert mesh.texture.dtype == np.uint8 and mesh.texture.ndim == 3, (mesh.texture.dtype, mesh.texture.shape)
+    image = Image.fromarray(mesh.texture, mode="RGB")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", path.stem) or "mesh"
+    if fmt == "glb":
+        material = trimesh.visual.material.PBRMaterial(
+            name=name, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0, roughnessFactor=1.0
+        )
+    else:
+        white = [255, 255, 255, 255]
+        material = trimesh.visual.material.SimpleMaterial(name=name, image=image, diffuse=white, ambient=white, specular=[0, 0, 0, 255])
+    tri = trimesh.Trimesh(
+        vertices=mesh.vertices, faces=mesh.faces, visual=trimesh.visual.TextureVisuals(uv=mesh.uv, material=material), process=False
+    )
+    if fmt == "glb":
+        _write_bytes(path, tri.export(file_type="glb"))
+        return [path]
+    text, files = export_obj(tri, include_normals=False, return_texture=True, mtl_name=f"{name}.mtl")
+    # the side files first, so that a mesh on disk always has its material and texture
+    written: list[Path] = []
+    try:
+        for file_name, data in files.items():
+            side = path.parent / file_name
+            assert side.parent == path.parent, side  # names come from our own material, never from input files
+            _write_bytes(side, data)
+            written.append(side)
+        _write_bytes(path, text.encode())
+    except BaseException:
+        for side in written:  # no material without its mesh
+            side.unlink(missing_ok=True)
+        raise
+    return [path] + written
