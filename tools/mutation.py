@@ -10,6 +10,8 @@ A survivor is either a gap in the tests or an equivalent mutant (no observable c
     python tools/mutation.py run ouro/geometry/rays.py [MODULE ...]   # or --all
     python tools/mutation.py report               # killed / total / timeouts / survivors per module
     python tools/mutation.py survivors ouro/geometry/rays.py          # their diffs
+    python tools/mutation.py run --rerun-survivors MODULE   # after adding tests: re-test only its survivors
+    python tools/mutation.py run --sample 150 MODULE         # a random sample of its mutants (big modules)
 
 **cosmic-ray edits the module files in place** (and restores them after each mutant): run this in
 a clone or worktree of your own, never in a tree that other processes import from while it runs.
@@ -18,6 +20,12 @@ Sessions, logs and summaries go to ``.mutation/`` (git-ignored).
 Operators: a focused set for "one wrong constant silently changes results" (see ``OPERATORS``).
 Tests: per module, the fast tests that cover it (``MODULES``), run as ``pytest -x -q -p
 no:cacheprovider -m "not slow"``.
+
+A finished session can be brought up to date after tests were *added* with ``--rerun-survivors``:
+the killed mutants stay killed (the module's text must be unchanged, checked by its SHA-256), the
+survivors are tested again with the current tests. ``--sample N`` tests a random sample of N mutants
+(seeded, ``--sample-seed``); the report then says "N of M sampled", and the score estimates the
+module's with a binomial standard error of about ``sqrt(s (1 - s) / N)``.
 
 Speed: each mutant needs a fresh interpreter that imports the mutated module, and importing torch
 and diffusers costs 5-15 s per process on a loaded 2-core machine, more than most tests. By
@@ -131,7 +139,7 @@ MODULES: dict[str, Target] = {
     "pipelines/train_step.py": Target(("tests/test_train_step.py",)),
     # rewritten under issue #28 (samplers): run after it lands
     "ouro/diffusion/edm.py": Target(("tests/test_diffusion.py",)),
-    "ouro/diffusion/sampling.py": Target(("tests/test_diffusion.py", "tests/test_sample.py")),
+    "ouro/diffusion/sampler.py": Target(("tests/test_diffusion.py", "tests/test_sample.py")),
     "pipelines/sample.py": Target(("tests/test_sample.py",)),
 }
 
@@ -331,19 +339,57 @@ def _skip_signature_markers(db_path: Path, log) -> None:
     log.write(f"skipped {skipped} parameter-list markers\n")
 
 
-def run_module(module: str, plain: bool, timeout_factor: float, min_timeout: float) -> dict:
-    """One cosmic-ray session over ``module``: init, operators filter, baseline, exec; returns the summary."""
+NOT_SAMPLED = "not in the random sample"
+
+
+def _keep_sample(db_path: Path, n: int, seed: int, log) -> None:
+    """Skip all pending mutants but a seeded random sample of ``n`` (sorted by job id before drawing)."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(db_path), WorkDB.Mode.open) as db:
+        pending = sorted(db.pending_work_items, key=lambda item: item.job_id)
+        keep = {item.job_id for item in random.Random(seed).sample(pending, min(n, len(pending)))}
+        for item in pending:
+            if item.job_id not in keep:
+                db.set_result(item.job_id, WorkResult(output=NOT_SAMPLED, worker_outcome=WorkerOutcome.SKIPPED))
+    log.write(f"sampled {len(keep)} of {len(pending)} mutants (seed {seed})\n")
+
+
+def _reopen_survivors(db_path: Path, log) -> int:
+    """Forget the survivors' results, so that ``cosmic-ray exec`` tests them again."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db_path)) as con, con:
+        n = con.execute("DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'").rowcount
+    log.write(f"re-testing {n} survivors of the previous session\n")
+    return n
+
+
+def run_module(module: str, plain: bool, timeout_factor: float, min_timeout: float,
+               sample: int | None = None, sample_seed: int = 0, rerun_survivors: bool = False) -> dict:
+    """One cosmic-ray session over ``module``: init, operators filter, baseline, exec; returns the summary.
+
+    ``rerun_survivors``: keep the previous session (same module text) and test only its survivors again.
+    """
     target = MODULES[module]
     src = ROOT / module
     before = src.read_bytes()
     sdir = _session_dir(module)
     sdir.mkdir(parents=True, exist_ok=True)
     db, cfg, logf = sdir / "session.sqlite", sdir / "cosmic-ray.toml", sdir / "log.txt"
-    for stale in (db,):
-        stale.unlink(missing_ok=True)
+    previous = json.loads((sdir / "summary.json").read_text()) if (sdir / "summary.json").exists() else {}
+    if rerun_survivors:
+        if not db.exists() or previous.get("source_sha256") != hashlib.sha256(before).hexdigest():
+            raise SystemExit(f"{module}: no finished session of this text of the module to update; run it in full")
+        sample = None
+    else:
+        db.unlink(missing_ok=True)
     pytest_args = target.pytest_args()
     t_start = time.monotonic()
-    with open(logf, "w") as log:
+    with open(logf, "a" if rerun_survivors else "w") as log:
         log.write(f"module {module}\ntests: pytest {shlex.join(pytest_args)}\n")
         # the baseline: the unmutated tests must pass; the fork server learns what to preload
         if plain:
@@ -374,10 +420,15 @@ def run_module(module: str, plain: bool, timeout_factor: float, min_timeout: flo
             test_command = shlex.join([sys.executable, str(Path(__file__).resolve()), "_client", str(sock)])
             cr_timeout = timeout + 60.0  # the server enforces `timeout`; this only guards the client
         _write_config(cfg, module, test_command, cr_timeout)
-        _cosmic("init", str(cfg), str(db), log=log)
-        subprocess.run([sys.executable, "-m", "cosmic_ray.tools.filters.operators_filter", str(db), str(cfg)],
-                       check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        _skip_signature_markers(db, log)
+        if rerun_survivors:
+            _reopen_survivors(db, log)
+        else:
+            _cosmic("init", str(cfg), str(db), log=log)
+            subprocess.run([sys.executable, "-m", "cosmic_ray.tools.filters.operators_filter", str(db), str(cfg)],
+                           check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            _skip_signature_markers(db, log)
+            if sample:
+                _keep_sample(db, sample, sample_seed, log)
         log.write(f"per-mutant timeout {timeout:.0f} s\n$ cosmic-ray exec {cfg} {db}\n")
         log.flush()
         cmd = [sys.executable, "-m", "cosmic_ray.cli", "exec", str(cfg), str(db)]
@@ -398,7 +449,8 @@ def run_module(module: str, plain: bool, timeout_factor: float, min_timeout: flo
                 src.write_bytes(before)
                 log.write("restored the module's original text\n")
     summary = summarise(module)
-    summary.update(wall_s=round(time.monotonic() - t_start, 1), baseline_s=round(baseline, 1),
+    wall = time.monotonic() - t_start + (previous.get("wall_s", 0.0) if rerun_survivors else 0.0)
+    summary.update(wall_s=round(wall, 1), baseline_s=round(baseline, 1), reruns=previous.get("reruns", 0) + 1 if rerun_survivors else 0,
                    timeout_s=round(timeout), runner="plain" if plain else "fork server",
                    tests=pytest_args, source_sha256=hashlib.sha256(before).hexdigest())
     (sdir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -431,6 +483,14 @@ def _load_equivalents() -> dict[tuple[str, str, str], str]:
 def _squash(code: str) -> str:
     """A line without its whitespace: how equivalents are matched (cosmic-ray adds spaces, e.g. ``( -1.0``)."""
     return "".join(code.split())
+
+
+def _not_sampled(module: str) -> int:
+    import sqlite3
+
+    db_path = _session_dir(module) / "session.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as con:
+        return con.execute("SELECT count(*) FROM work_results WHERE output = ?", (NOT_SAMPLED,)).fetchone()[0]
 
 
 def _mutants(module: str) -> list[Mutant]:
@@ -476,6 +536,7 @@ def summarise(module: str) -> dict:
     return {
         "module": module,
         "total": total,
+        "population": total + _not_sampled(module),  # mutants of the module; > total when sampled
         "killed": killed + timeouts,
         "timeouts": timeouts,
         "survived": len(survivors),
@@ -488,9 +549,10 @@ def summarise(module: str) -> dict:
 
 
 def _print_table(rows: list[dict]) -> None:
-    print(f"{'module':36s} {'killed':>7s} {'total':>6s} {'score':>6s} {'timeouts':>8s} {'survived':>8s} {'equiv.':>6s} {'open':>5s} {'w/o eq.':>7s}")
+    print(f"{'module':36s} {'killed':>7s} {'total':>6s} {'of':>5s} {'score':>6s} {'timeouts':>8s} {'survived':>8s} {'equiv.':>6s} {'open':>5s} {'w/o eq.':>7s}")
     for r in rows:
-        print(f"{r['module']:36s} {r['killed']:7d} {r['total']:6d} {100 * (r['score'] or 0):5.1f}% {r['timeouts']:8d} "
+        of = r.get("population", r["total"])
+        print(f"{r['module']:36s} {r['killed']:7d} {r['total']:6d} {of:5d} {100 * (r['score'] or 0):5.1f}% {r['timeouts']:8d} "
               f"{r['survived']:8d} {r['equivalent']:6d} {len(r['open_survivors']):5d} {100 * (r['score_without_equivalents'] or 0):6.1f}%")
 
 
@@ -517,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--plain", action="store_true", help="plain pytest subprocess per mutant instead of the fork server")
     run.add_argument("--timeout-factor", type=float, default=5.0, help="per-mutant timeout = this x the baseline (default 5)")
     run.add_argument("--min-timeout", type=float, default=60.0, help="per-mutant timeout floor, s (default 60)")
+    run.add_argument("--sample", type=int, metavar="N", help="test a random sample of N mutants per module")
+    run.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
+    run.add_argument("--rerun-survivors", action="store_true",
+                     help="keep each module's finished session and test only its survivors again (after adding tests)")
     rep = sub.add_parser("report", help="killed / total / timeouts / survivors of the finished sessions")
     rep.add_argument("modules", nargs="*")
     rep.add_argument("--json", type=Path, help="also write the rows to this file")
@@ -536,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or not modules:
             p.error(f"modules must be among: {', '.join(MODULES)}" + (f" (got {unknown})" if unknown else ""))
         for module in modules:
-            s = run_module(module, a.plain, a.timeout_factor, a.min_timeout)
+            s = run_module(module, a.plain, a.timeout_factor, a.min_timeout, a.sample, a.sample_seed, a.rerun_survivors)
             _print_table([s])
             print(f"  wall {s['wall_s']:.0f} s, baseline {s['baseline_s']:.1f} s, timeout {s['timeout_s']} s, {s['runner']}", flush=True)
         return 0
@@ -547,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             r = summarise(m)
             old = _session_dir(m) / "summary.json"
             if old.exists():
-                r.update({k: v for k, v in json.loads(old.read_text()).items() if k in ("wall_s", "baseline_s", "timeout_s", "runner")})
+                r.update({k: v for k, v in json.loads(old.read_text()).items() if k in ("wall_s", "baseline_s", "timeout_s", "runner", "reruns")})
             rows.append(r)
         _print_table(rows)
         for r in rows:
