@@ -556,6 +556,28 @@ def _print_table(rows: list[dict]) -> None:
               f"{r['survived']:8d} {r['equivalent']:6d} {len(r['open_survivors']):5d} {100 * (r['score_without_equivalents'] or 0):6.1f}%")
 
 
+def _markdown(rows: list[dict]) -> str:
+    """The report as Markdown: one table row per module, then each module's equivalents and open survivors."""
+    out = ["| module | killed / tested | of | score | timeouts | equivalent | open | score w/o equivalents | wall |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        of = r.get("population", r["total"])
+        sampled = f"{of} (sample)" if of > r["total"] else f"{of}"
+        out.append(f"| {r['module']} | {r['killed']} / {r['total']} | {sampled} | {100 * (r['score'] or 0):.1f} % | {r['timeouts']} | "
+                   f"{r['equivalent']} | {len(r['open_survivors'])} | {100 * (r['score_without_equivalents'] or 0):.1f} % | "
+                   f"{r.get('wall_s', 0) / 60:.0f} min |")
+    for r in rows:
+        out += ["", f"#### {r['module']}", "", f"Tests: `pytest {shlex.join(r.get('tests', []))}`" if r.get("tests") else ""]
+        eq = [m for m in _mutants(r["module"]) if m.outcome == "survived" and m.equivalent]
+        if eq:
+            out += ["", "Equivalent (tools/mutation_equivalents.toml):", ""]
+            out += [f"- line {m.line}: `{m.before.strip()}` -> `{m.after.strip()}`: {m.equivalent}" for m in eq]
+        if r["open_survivors"]:
+            out += ["", "Open survivors:", ""] + [f"- line {m.line}: `{m.before.strip()}` -> `{m.after.strip()}`" for m in _mutants(r["module"])
+                                                 if m.outcome == "survived" and not m.equivalent]
+    return "\n".join(out) + "\n"
+
+
 # ------------------------------------------------------------------------------------------- cli
 
 
@@ -586,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="killed / total / timeouts / survivors of the finished sessions")
     rep.add_argument("modules", nargs="*")
     rep.add_argument("--json", type=Path, help="also write the rows to this file")
+    rep.add_argument("--markdown", type=Path, help="also write the table, equivalents and open survivors as Markdown")
     sur = sub.add_parser("survivors", help="the surviving mutants of a module (equivalents marked)")
     sur.add_argument("module")
     sur.add_argument("--all", action="store_true", help="include the listed equivalents")
@@ -613,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             r = summarise(m)
             old = _session_dir(m) / "summary.json"
             if old.exists():
-                r.update({k: v for k, v in json.loads(old.read_text()).items() if k in ("wall_s", "baseline_s", "timeout_s", "runner", "reruns")})
+                r.update({k: v for k, v in json.loads(old.read_text()).items() if k in ("wall_s", "baseline_s", "timeout_s", "runner", "reruns", "tests")})
             rows.append(r)
         _print_table(rows)
         for r in rows:
@@ -621,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {r['module']}:{s}")
         if a.json:
             a.json.write_text(json.dumps(rows, indent=1))
+        if a.markdown:
+            a.markdown.write_text(_markdown(rows))
         return 0
     if a.cmd == "survivors":
         for m in _mutants(a.module):
