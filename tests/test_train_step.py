@@ -136,6 +136,45 @@ def test_training_step_hands_f_the_public_added_time_ids():
         assert 0 < ids[0, 2].item() < 1  # sigma_c ~ LogNormal(-3, 0.5)
 
 
+def test_step_settings_bounds():
+    """Probabilities in [0, 1] (both ends allowed), dropout at most 1/3 (three disjoint cases of probability p),
+    non-negative weights; the perceptual term exists only for a positive weight."""
+    from ouro.pipelines.train_step import make_perceptual
+
+    for ok in (dict(feedback_prob=0.0), dict(feedback_prob=1.0), dict(cfg_dropout=0.0), dict(cfg_dropout=1 / 3),
+               dict(lpips_weight=0.0, recon_weight=0.0), dict(recon_loss="l1")):
+        StepSettings(**ok).check()
+    for bad in (dict(feedback_prob=-0.01), dict(feedback_prob=1.01), dict(cfg_dropout=-0.01), dict(cfg_dropout=0.3334),
+                dict(lpips_weight=-0.1), dict(recon_weight=-0.1), dict(recon_loss="l2"), dict(ablation="both")):
+        with pytest.raises(ValueError):
+            StepSettings(**bad).check()
+    assert make_perceptual(0.0) is None and make_perceptual(-1.0) is None
+    assert make_perceptual(0.5) is not None
+
+
+def test_step_settings_defaults_are_the_papers_and_the_helpers_stay_frozen():
+    """Defaults from the paper / the public training code (docs/OFFICIAL.md 14): ln sigma ~ N(1.0, 1.6^2),
+    sigma_data 1 (SVD), CFG dropout 0.1, pass B with probability 0.5, MSE + LPIPS (weight 1) reconstruction, maps
+    detached in pass B (paper Algorithm 1). Settings are immutable; LPIPS and SVD's parts are frozen in the step;
+    `train()` trains F and G."""
+    import dataclasses
+
+    s = StepSettings()
+    assert (s.ablation, s.p_mean, s.p_std, s.sigma_data, s.cfg_dropout, s.feedback_prob) == ("full", 1.0, 1.6, 1.0, 0.1, 0.5)
+    assert (s.recon_loss, s.lpips_weight, s.recon_weight, s.detach_feedback, s.compat) == ("mse", 1.0, 1.0, True, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 1  # type: ignore[misc]
+    from ouro.pipelines.train_step import make_perceptual
+
+    models = make_tiny_models(seed=1)
+    lpips = make_perceptual(1.0)
+    model = JointModel(models.generator, models.reconstructor, models.conditioner, s, perceptual=lpips)
+    assert not any(p.requires_grad for p in lpips.parameters()) and not lpips.training
+    assert not any(p.requires_grad for p in models.conditioner.parameters())
+    model.eval()
+    assert model.train() is model and model.generator.training and model.reconstructor.training
+
+
 class _Spy:
     """What a training step hands between its stages: the conditioner's calls and F's and G's inputs and
     outputs, recorded on the way (every call goes through to the real model; nothing is replaced)."""
@@ -291,19 +330,3 @@ def test_feedback_pass_reads_g_renders_and_dropout_takes_one_of_three_cases():
     spy.calls["F"].clear()
     model(**{**batch, "positions": torch.tensor([0])} | {k: batch[k][:1] for k in ("images", "c2w", "K_norm")})
     assert [grad for *_, grad in spy.calls["F"]] == [False, True]
-
-
-def test_step_settings_bounds():
-    """Probabilities in [0, 1] (both ends allowed), dropout at most 1/3 (three disjoint cases of probability p),
-    non-negative weights; the perceptual term exists only for a positive weight."""
-    from ouro.pipelines.train_step import make_perceptual
-
-    for ok in (dict(feedback_prob=0.0), dict(feedback_prob=1.0), dict(cfg_dropout=0.0), dict(cfg_dropout=1 / 3),
-               dict(lpips_weight=0.0, recon_weight=0.0), dict(recon_loss="l1")):
-        StepSettings(**ok).check()
-    for bad in (dict(feedback_prob=-0.01), dict(feedback_prob=1.01), dict(cfg_dropout=-0.01), dict(cfg_dropout=0.3334),
-                dict(lpips_weight=-0.1), dict(recon_weight=-0.1), dict(recon_loss="l2"), dict(ablation="both")):
-        with pytest.raises(ValueError):
-            StepSettings(**bad).check()
-    assert make_perceptual(0.0) is None and make_perceptual(-1.0) is None
-    assert make_perceptual(0.5) is not None
