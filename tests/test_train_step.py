@@ -161,7 +161,11 @@ def test_step_settings_defaults_are_the_papers_and_the_helpers_stay_frozen():
 
     s = StepSettings()
     assert (s.ablation, s.p_mean, s.p_std, s.sigma_data, s.cfg_dropout, s.feedback_prob) == ("full", 1.0, 1.6, 1.0, 0.1, 0.5)
-    assert (s.recon_loss, s.lpips_weight, s.recon_weight, s.detach_feedback, s.compat) == ("mse", 1.0, 1.0, True, None)
+    assert (s.recon_loss, s.lpips_weight, s.recon_weight, s.detach_feedback, s.compat, s.seed) == ("mse", 1.0, 1.0, True, None, 0)
+    # paper Table 2: only the `separate` row leaves G out of training
+    from ouro.pipelines.train_step import ABLATIONS
+
+    assert {a: StepSettings(ablation=a).joint for a in ABLATIONS} == dict(separate=False, joint=True, ccm=True, rgb=True, full=True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.seed = 1  # type: ignore[misc]
     from ouro.pipelines.train_step import make_perceptual
@@ -173,6 +177,13 @@ def test_step_settings_defaults_are_the_papers_and_the_helpers_stay_frozen():
     assert not any(p.requires_grad for p in models.conditioner.parameters())
     model.eval()
     assert model.train() is model and model.generator.training and model.reconstructor.training
+    # cameras that do not match the views are refused by the step's own check (its message: the two shapes)
+    import re
+
+    batch = _batch()
+    bad = batch["c2w"][..., :3, :]
+    with pytest.raises(AssertionError, match=re.escape(str((batch["images"].shape, bad.shape)))):
+        model(**{**batch, "c2w": bad})
 
 
 class _Spy:
@@ -219,10 +230,13 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
     VAE latents of the views in [-1, 1]; F reads c_in (latents + sigma n) beside the condition latent (of the noised
     view 0, unscaled), timestep 0.25 ln sigma, the CLIP embedding of that same noised view; x0 = c_skip x + c_out F;
     G reads the decoded x0 at 0.25 ln sigma and the clean views at 0; the losses are lambda-weighted MSE and the L1
-    of G's renders, mixed with recon_weight."""
+    of G's renders plus 0.7 LPIPS, mixed with recon_weight."""
+    from ouro.pipelines.train_step import make_perceptual
+
     models = make_tiny_models(seed=1)
-    settings = StepSettings(feedback_prob=0.0, cfg_dropout=0.0, recon_loss="l1", lpips_weight=0.0, recon_weight=0.5)
-    model = JointModel(models.generator, models.reconstructor, models.conditioner, settings).train()
+    settings = StepSettings(feedback_prob=0.0, cfg_dropout=0.0, recon_loss="l1", lpips_weight=0.7, recon_weight=0.5)
+    lpips = make_perceptual(1.0)
+    model = JointModel(models.generator, models.reconstructor, models.conditioner, settings, perceptual=lpips).train()
     spy = _Spy(model)
     batch = _batch(seed=4)
     batch["positions"] = torch.tensor([3, 11])
@@ -267,8 +281,10 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
     assert torch.count_nonzero(torch.as_tensor(clean_noise)) == 0
 
     diffusion = (weight * (x0 - latents.double()) ** 2).mean()
-    recon_x0 = (_render_by_hand(raw_x0, batch).rgb.double() - images.double()).abs().mean()
-    recon_clean = (_render_by_hand(raw_clean, batch).rgb.double() - images.double()).abs().mean()
+    with torch.no_grad():
+        rgb_x0, rgb_clean = _render_by_hand(raw_x0, batch).rgb, _render_by_hand(raw_clean, batch).rgb
+        recon_x0 = (rgb_x0.double() - images.double()).abs().mean() + 0.7 * lpips(rgb_x0, images).double().mean()
+        recon_clean = (rgb_clean.double() - images.double()).abs().mean() + 0.7 * lpips(rgb_clean, images).double().mean()
     got = torch.stack([out.diffusion, out.recon_x0, out.recon_clean, out.recon, out.loss]).double()
     want = torch.stack([diffusion, recon_x0, recon_clean, (recon_x0 + recon_clean) / 2,
                         diffusion + 0.5 * (recon_x0 + recon_clean) / 2])
