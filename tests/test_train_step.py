@@ -186,6 +186,28 @@ def test_step_settings_defaults_are_the_papers_and_the_helpers_stay_frozen():
         model(**{**batch, "c2w": bad})
 
 
+def test_separate_row_freezes_g_and_never_feeds_back():
+    """Paper Table 2, row 1: F alone (no feedback adapters), G frozen and unused: no pass B even at probability 1,
+    no reconstruction loss. F's adapters must match the row."""
+    import dataclasses
+
+    from ouro.config import get_preset
+    from ouro.models import build_models
+
+    models = make_tiny_models(seed=1)
+    with pytest.raises(ValueError, match="feeds"):
+        JointModel(models.generator, models.reconstructor, models.conditioner, StepSettings(ablation="separate"))
+    config = get_preset("tiny")
+    torch.manual_seed(0)
+    generator, _ = build_models(dataclasses.replace(config, generator=dataclasses.replace(config.generator, feedback=())))
+    settings = StepSettings(ablation="separate", feedback_prob=1.0, lpips_weight=0.0)
+    model = JointModel(generator, models.reconstructor, models.conditioner, settings).train()
+    assert not any(p.requires_grad for p in models.reconstructor.parameters()) and not models.reconstructor.training
+    assert any(p.requires_grad for p in generator.parameters()) and generator.training
+    out = model(**_batch())
+    assert out.feedback.item() == 0.0 and out.recon.item() == 0.0 and out.loss.item() == out.diffusion.item() > 0
+
+
 class _Spy:
     """What a training step hands between its stages: the conditioner's calls and F's and G's inputs and
     outputs, recorded on the way (every call goes through to the real model; nothing is replaced)."""
@@ -230,11 +252,11 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
     VAE latents of the views in [-1, 1]; F reads c_in (latents + sigma n) beside the condition latent (of the noised
     view 0, unscaled), timestep 0.25 ln sigma, the CLIP embedding of that same noised view; x0 = c_skip x + c_out F;
     G reads the decoded x0 at 0.25 ln sigma and the clean views at 0; the losses are lambda-weighted MSE and the L1
-    of G's renders plus 0.7 LPIPS, mixed with recon_weight."""
+    of G's renders plus LPIPS (weight 1, the default), mixed with recon_weight."""
     from ouro.pipelines.train_step import make_perceptual
 
     models = make_tiny_models(seed=1)
-    settings = StepSettings(feedback_prob=0.0, cfg_dropout=0.0, recon_loss="l1", lpips_weight=0.7, recon_weight=0.5)
+    settings = StepSettings(feedback_prob=0.0, cfg_dropout=0.0, recon_loss="l1", lpips_weight=1.0, recon_weight=0.5)
     lpips = make_perceptual(1.0)
     model = JointModel(models.generator, models.reconstructor, models.conditioner, settings, perceptual=lpips).train()
     spy = _Spy(model)
@@ -283,8 +305,8 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
     diffusion = (weight * (x0 - latents.double()) ** 2).mean()
     with torch.no_grad():
         rgb_x0, rgb_clean = _render_by_hand(raw_x0, batch).rgb, _render_by_hand(raw_clean, batch).rgb
-        recon_x0 = (rgb_x0.double() - images.double()).abs().mean() + 0.7 * lpips(rgb_x0, images).double().mean()
-        recon_clean = (rgb_clean.double() - images.double()).abs().mean() + 0.7 * lpips(rgb_clean, images).double().mean()
+        recon_x0 = (rgb_x0.double() - images.double()).abs().mean() + lpips(rgb_x0, images).double().mean()
+        recon_clean = (rgb_clean.double() - images.double()).abs().mean() + lpips(rgb_clean, images).double().mean()
     got = torch.stack([out.diffusion, out.recon_x0, out.recon_clean, out.recon, out.loss]).double()
     want = torch.stack([diffusion, recon_x0, recon_clean, (recon_x0 + recon_clean) / 2,
                         diffusion + 0.5 * (recon_x0 + recon_clean) / 2])
@@ -295,11 +317,12 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
 
 def test_feedback_pass_reads_g_renders_and_dropout_takes_one_of_three_cases():
     """Pass B (feedback probability 1): F's second call reads the RGB and coordinate maps of G's render of the decoded
-    x0, in adapter order; pass A then runs without gradient and the loss is pass B's (MSE recon this time). With
+    x0, in adapter order; pass A then runs without gradient and the loss is pass B's (MSE recon this time; no
+    LPIPS module given, so no LPIPS term whatever its weight). With
     p = 1/3 the three InstructPix2Pix cases cover [0, 1): every sample drops the CLIP embedding, the condition latent
     or both, each to exact zeros."""
     models = make_tiny_models(seed=1)
-    settings = StepSettings(feedback_prob=1.0, cfg_dropout=1 / 3, recon_loss="mse", lpips_weight=0.0, recon_weight=2.0)
+    settings = StepSettings(feedback_prob=1.0, cfg_dropout=1 / 3, recon_loss="mse", lpips_weight=1.0, recon_weight=2.0)
     model = JointModel(models.generator, models.reconstructor, models.conditioner, settings).train()
     spy = _Spy(model)
     batch = _batch(seed=6)
