@@ -137,9 +137,11 @@ MODULES: dict[str, Target] = {
     "ouro/gaussians/_torch_impl.py": Target(("tests/test_rasterize.py",)),
     "ouro/metrics/image.py": Target(("tests/test_metrics.py",), select="psnr or ssim or white_image or identical or gaussian_window or refuse"),
     "pipelines/train_step.py": Target(("tests/test_train_step.py",)),
-    # rewritten under issue #28 (samplers): run after it lands
     "ouro/diffusion/edm.py": Target(("tests/test_diffusion.py",)),
-    "ouro/diffusion/sampler.py": Target(("tests/test_diffusion.py", "tests/test_sample.py")),
+    "ouro/diffusion/sampler.py": Target(("tests/test_diffusion.py", "tests/test_samplers.py", "tests/test_sample.py")),
+    "ouro/diffusion/heun.py": Target(("tests/test_samplers.py",)),
+    "ouro/diffusion/dpm_solver.py": Target(("tests/test_samplers.py",)),
+    "ouro/diffusion/samplers.py": Target(("tests/test_samplers.py", "tests/test_sample_speed.py")),
     "pipelines/sample.py": Target(("tests/test_sample.py",)),
 }
 
