@@ -53,6 +53,8 @@ def sample(
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
+    decode_chunk: Annotated[Optional[int], typer.Option(min=1, help="Decode the views N at a time (as SVD's decode_chunk_size): less memory; the views change, as SVD's do, since its temporal decoder mixes the frames of one decode. Default: all at once.", show_default=False)] = None,
+    offload: Annotated[bool, typer.Option("--offload", help="Keep the models on the CPU and move each to the GPU only for its stage: same outputs, less GPU memory, slower.")] = False,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
@@ -79,14 +81,15 @@ def sample(
     except FileNotFoundError as exc:
         fail(str(exc))
     try:
-        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
+        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype, offload=offload)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
     settings = SampleSettings(num_steps=steps, feedback=not no_feedback, feedback_steps=window, guidance=scales, seed=seed,
-                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input)
+                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input,
+                              decode_chunk=decode_chunk)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, keep_background=keep_background) for f in files]
