@@ -251,7 +251,9 @@ def write_synthetic_official(out: str | os.PathLike, preset: str = "paper", dtyp
         (svd / rel).write_text(json.dumps(data, indent=2) + "\n")
     t0 = time.time()
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKLTemporalDecoder.from_config(configs["vae/config.json"]).to(torch_dtype)
+    vae = AutoencoderKLTemporalDecoder.from_config(configs["vae/config.json"])
+    if torch_dtype != torch.float32:
+        vae = vae.to(torch_dtype)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, svd / "vae" / "diffusion_pytorch_model.safetensors",
               metadata={"format": "pt"})
     record(svd / "vae" / "diffusion_pytorch_model.safetensors", sum(p.numel() for p in vae.parameters()), time.time() - t0)
@@ -260,7 +262,9 @@ def write_synthetic_official(out: str | os.PathLike, preset: str = "paper", dtyp
     torch.manual_seed(seed + 2)
     clip_fields = {k: v for k, v in configs["image_encoder/config.json"].items() if k not in ("architectures", "model_type",
                                                                                                 "torch_dtype", "transformers_version")}
-    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_fields)).to(torch_dtype)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_fields))
+    if torch_dtype != torch.float32:
+        clip = clip.to(torch_dtype)
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, svd / "image_encoder" / "model.safetensors",
               metadata={"format": "pt"})
     record(svd / "image_encoder" / "model.safetensors", sum(p.numel() for p in clip.parameters()), time.time() - t0)
@@ -286,32 +290,58 @@ class SampleRun:
     rss_after_load_gb: float | None  #: polled RSS when sampling started
     peak_rss_load_gb: float | None = None  #: highest polled RSS before sampling started
     timings: dict[str, float] = field(default_factory=dict)  #: meta.json's per-stage seconds
+    cuda: dict[str, float] = field(default_factory=dict)  #: torch.cuda peaks (GB) and the device, on a GPU
     stderr_tail: str = ""
 
     def row(self, label: str) -> str:
         t = self.timings
-        stages = " / ".join(f"{t.get(s, 0.0):.0f}" for s in ("condition", "unet", "decode", "reconstruct", "render", "write_images", "video"))
+        stages = " / ".join(f"{t.get(s, 0.0):.1f}" for s in ("condition", "unet", "decode", "reconstruct", "render", "write_images", "video"))
         load = f"{self.load_s:.0f}" if self.load_s is not None else "?"
-        return f"| {label} | {self.wall_s:.0f} | {load} | {stages} | {self.peak_rss_gb:.2f} |"
+        cuda = f" {self.cuda['max_memory_allocated_gb']:.2f} / {self.cuda['max_memory_reserved_gb']:.2f} |" if self.cuda else ""
+        return f"| {label} | {self.wall_s:.0f} | {load} | {stages} | {self.peak_rss_gb:.2f} |{cuda}"
 
 
-def _child_code(preset: str) -> str:
-    """The ``ouro`` CLI in a fresh interpreter; for a non-paper synthetic folder the loader is told its preset."""
-    patch = ("import functools, ouro.io.official as o; o.load_official = functools.partial(o.load_official, preset=%r); " % preset
-             if preset != "paper" else "")
-    return patch + "import sys; from ouro.cli.main import app; sys.argv[0] = 'ouro'; app()"
+def run_cli(args: list[str], preset: str = "paper", stats: str | os.PathLike | None = None) -> int:
+    """Run ``ouro ARGS`` in this process (as the console script does); with ``stats``, write the
+    CUDA peak memory there as JSON when it ends. A ``preset`` other than paper is passed to the
+    public-weights loader (for synthetic folders of other sizes)."""
+    import functools
+
+    import torch
+
+    if preset != "paper":
+        import ouro.io.official as official
+
+        official.load_official = functools.partial(official.load_official, preset=preset)
+    from ouro.cli.main import app
+
+    code = 0
+    try:
+        app(args, prog_name="ouro")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        if stats is not None:
+            data = {}
+            if torch.cuda.is_available():
+                data = {"device": torch.cuda.get_device_name(), "max_memory_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+                        "max_memory_reserved_gb": torch.cuda.max_memory_reserved() / 1e9}
+            Path(stats).write_text(json.dumps(data) + "\n")
+    return code
 
 
 def measure_sample(weights: str | os.PathLike, output: str | os.PathLike, steps: int = 2, extra: list[str] | None = None,
                    image: str | os.PathLike = REPO / "examples" / "chair.png", preset: str | None = None,
                    threads: int | None = None, poll_s: float = 0.5) -> SampleRun:
-    """Run ``ouro sample IMAGE --model official --steps N -o OUTPUT [extra]`` with ``OURO_WEIGHTS=weights``."""
-    weights = Path(weights)
+    """Run ``ouro sample IMAGE --model official --steps N -o OUTPUT [extra]`` with ``OURO_WEIGHTS=weights``
+    in a fresh process (:func:`run_cli`), measured."""
+    weights, output = Path(weights), Path(output)
     if preset is None:
         info = weights / "synthetic.json"
         preset = json.loads(info.read_text())["preset"] if info.is_file() else "paper"
     args = ["sample", str(image), "--model", "official", "--steps", str(steps), "-o", str(output), *(extra or [])]
-    cmd = [sys.executable, "-c", _child_code(preset), *args]
+    stats = output.with_name(output.name + ".cuda.json")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "cli", "--preset", preset, "--stats", str(stats), "--", *args]
     env = {**os.environ, "OURO_WEIGHTS": str(weights), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("OURO_SVD", None)
     if threads is not None:
@@ -347,15 +377,20 @@ def measure_sample(weights: str | os.PathLike, output: str | os.PathLike, steps:
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(timeout=10)
     poller.join(timeout=10)
-    meta_path = Path(output) / "meta.json"
+    meta_path = output / "meta.json"
     timings = json.loads(meta_path.read_text()).get("timings", {}) if proc.returncode == 0 and meta_path.is_file() else {}
+    cuda = json.loads(stats.read_text()) if stats.is_file() else {}
     return SampleRun(
         command=["OURO_WEIGHTS=" + str(weights), "ouro", *args], returncode=proc.returncode, wall_s=wall,
         load_s=marks.get("load"), peak_rss_gb=usage.ru_maxrss / 1e6,
         rss_after_load_gb=marks["rss_after_load"] / 1e6 if "rss_after_load" in marks else None,
         peak_rss_load_gb=(max((kb for t, kb in rss if t <= marks["load"]), default=0) / 1e6) if "load" in marks else None,
-        timings=timings, stderr_tail="".join(lines[-20:]) + stdout[-2000:],
+        timings=timings, cuda=cuda, stderr_tail="".join(lines[-20:]) + stdout[-2000:],
     )
+
+
+TABLE_HEADER = ("| run | wall s | load s | condition / unet / decode / reconstruct / render / write / video s | peak RSS GB |",
+                "|---|---|---|---|---|")
 
 
 def main() -> None:
@@ -372,18 +407,29 @@ def main() -> None:
     s.add_argument("--out", type=Path, default=None, help="sample output folder (default: FOLDER/out-<label>)")
     s.add_argument("--label", default="default")
     s.add_argument("--json", type=Path, default=None, help="also write the measurement here")
-    s.add_argument("extra", nargs="*", help="more `ouro sample` options, after --")
-    args = parser.parse_args()
+    c = sub.add_parser("cli", help="run an `ouro` command in this process (and write its CUDA peak memory)")
+    c.add_argument("--preset", default="paper", help="size of the synthetic public weights the command loads")
+    c.add_argument("--stats", type=Path, default=None, help="write torch.cuda's peak memory here (JSON)")
+    args, rest = parser.parse_known_args()  # after --: `ouro sample` options (sample), the `ouro` command line (cli)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if rest and args.command == "write":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "write":
         t0 = time.time()
         write_synthetic_official(args.folder, args.preset, args.dtype, args.seed)
         print(f"done in {time.time() - t0:.0f} s")
         return
+    if args.command == "cli":
+        sys.exit(run_cli(rest, args.preset, args.stats))
     out = args.out or args.folder / f"out-{re.sub(r'[^A-Za-z0-9_.-]', '_', args.label)}"
-    run = measure_sample(args.folder, out, args.steps, args.extra)
+    run = measure_sample(args.folder, out, args.steps, rest)
     print(run.stderr_tail)
-    print("| run | wall s | load s | condition / unet / decode / reconstruct / render / write / video s | peak RSS GB |")
-    print("|---|---|---|---|---|")
+    header, rule = TABLE_HEADER
+    if run.cuda:
+        header, rule = header + " CUDA max allocated / reserved GB |", rule + "---|"
+    print(header)
+    print(rule)
     print(run.row(args.label))
     if args.json:
         args.json.write_text(json.dumps(asdict(run), indent=2) + "\n")

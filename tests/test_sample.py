@@ -245,7 +245,7 @@ def _device_log(models, log: list):
     return [m.register_forward_pre_hook(hook(name)) for name, m in parts.items()]
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 def test_offload_gives_identical_outputs_with_one_model_resident(image, device):
     """`--offload`: each stage's model is moved to the device for its stage and the one before goes back to the CPU.
 
