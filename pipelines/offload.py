@@ -15,10 +15,14 @@ PCIe twice per step with feedback.
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 from torch import nn
 
-__all__ = ["ModelPlacer"]
+__all__ = ["ModelPlacer", "HISTORY"]
+
+HISTORY = 256  #: activations remembered in ``ModelPlacer.history``
 
 
 class ModelPlacer:
@@ -32,13 +36,14 @@ class ModelPlacer:
 
     Attributes:
         resident: the model now on ``device`` under offloading (None before the first stage).
-        history: the class name of the model each :meth:`activate` call asked for, in order.
+        history: the class name of the model each :meth:`activate` call asked for, in order (the
+            last :data:`HISTORY` calls).
     """
 
     def __init__(self, device: torch.device | str, offload: bool = False, idle_device: torch.device | str = "cpu") -> None:
         self.device, self.offload, self.idle_device = torch.device(device), bool(offload), torch.device(idle_device)
         self.resident: nn.Module | None = None
-        self.history: list[str] = []
+        self.history: deque[str] = deque(maxlen=HISTORY)
 
     def activate(self, module: nn.Module) -> nn.Module:
         """Make ``module`` runnable on the compute device. Under offloading the model there before

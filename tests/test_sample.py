@@ -266,7 +266,7 @@ def test_offload_gives_identical_outputs_with_one_model_resident(image, device):
     assert torch.equal(a.views, b.views) and torch.equal(a.gaussians.means, b.gaussians.means)
     assert torch.equal(a.gaussians.opacities, b.gaussians.opacities)
     # stages in order: condition (CLIP + VAE encoder), then per step F, and VAE decode + G while feedback is needed
-    assert offloaded.placer.history == ["SVDConditioner"] + ["MultiViewUNet", "AutoencoderKLTemporalDecoder", "Reconstructor"] * 3
+    assert list(offloaded.placer.history) == ["SVDConditioner"] + ["MultiViewUNet", "AutoencoderKLTemporalDecoder", "Reconstructor"] * 3
     assert offloaded.placer.offload and isinstance(offloaded.placer.resident, torch.nn.Module)
     here = torch.device(device).type
     for name, devices in log:
