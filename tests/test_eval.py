@@ -623,15 +623,19 @@ def test_shards_split_the_list_and_bad_shards_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_two_shards_merged_equal_the_unsharded_run(world, tmp_path):
-    """`--shard 0/2` and `--shard 1/2` (sharing the first run's ground truth), then `--merge`: the same
-    summary (all but `run`, what each invocation did), the same metrics.csv and report.md."""
-    out = world["out"]
-    unsharded = runner.invoke(app, world["args"], env=world["env"])  # the default tables (other tests change options)
-    assert unsharded.exit_code == 1, unsharded.output
+    """`--shard 0/2` and `--shard 1/2`, then `--merge`, against a fresh unsharded run (all sharing the
+    first run's ground truth): the same summary (all but `run`, what each invocation did), the same
+    metrics.csv and report.md."""
+    def with_output(folder: Path) -> list[str]:
+        args = list(world["args"])
+        args[args.index("-o") + 1] = str(folder)
+        return args + ["--gt-dir", str(world["out"] / "gt")]
+
+    out = tmp_path / "unsharded"
+    unsharded = runner.invoke(app, with_output(out), env=world["env"])
+    assert unsharded.exit_code == 1 and "scored 2 of 3 objects (2 new" in unsharded.output, unsharded.output
     sharded = tmp_path / "sharded"
-    args = list(world["args"])
-    args[args.index("-o") + 1] = str(sharded)
-    args += ["--gt-dir", str(out / "gt")]
+    args = with_output(sharded)
     first = runner.invoke(app, args + ["--shard", "0/2"], env=world["env"])  # Chicken_Toy and the missing object
     assert first.exit_code == 1 and "scored 1 of 2 objects (1 new" in first.output, first.output
     second = runner.invoke(app, args + ["--shard", "1/2"], env=world["env"])  # Basket_Ball
