@@ -17,7 +17,6 @@ opacity is below 0.005 by default, as LGM and the public Ouroboros3D code do.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +72,9 @@ def write_ply(path: str | os.PathLike, gaussians: Gaussians, prune_opacity: floa
     for name in _NAMES:
         data[name] = cols[name]
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # opened plainly: the user's umask decides the mode (mkstemp's is 0600)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(f)
         os.replace(tmp, path)
     except BaseException:
