@@ -299,3 +299,17 @@ def test_decode_chunk_decodes_views_in_chunks(pipe, image):
     finally:
         hook.remove()
     assert sizes == [3, 3, 2] * 2  # two steps, each decoding its 8 views as 3 + 3 + 2
+
+
+def test_feedback_maps_reach_f_in_the_compute_dtype(image):
+    """The rendered maps are kept as F's two inputs in the compute dtype (bfloat16 here), not float32."""
+    pipe = SamplePipeline(make_tiny_models(), "cpu", torch.bfloat16)
+    seen = []
+    hook = pipe.models.generator.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append([t.dtype for t in kwargs.get("feedback") or []]), with_kwargs=True)
+    try:
+        out = pipe(image, SampleSettings(num_steps=3, seed=0))
+    finally:
+        hook.remove()
+    assert seen == [[], [torch.bfloat16] * 2, [torch.bfloat16] * 2]  # step 0: zero maps (cached features)
+    assert out.views.dtype == torch.float32 and bool(out.views.isfinite().all())
