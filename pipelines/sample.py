@@ -55,7 +55,7 @@ class SampleSettings:
     anchor_input: bool | None = None
     #: frames per VAE decode, as SVD's ``decode_chunk_size`` (None: all views at once). Less memory;
     #: the frames change, as SVD's do: the temporal decoder mixes the frames of one decode
-    #: (``SVDConditioner.decode``; by how much: benchmarks/README.md, low-memory sampling)
+    #: (``SVDConditioner.decode``; by how much: benchmarks/README.md, "Paper size end to end")
     decode_chunk: int | None = None
 
     def uses_feedback(self, step: int) -> bool:

@@ -169,8 +169,8 @@ class SVDConditioner(nn.Module):
         of an object in one call, as SVD decodes by default). Chunks never mix objects; the last
         chunk of an object may be shorter. **Chunking changes the frames**: the temporal decoder
         mixes the frames of one call (3-tap temporal convolutions, and GroupNorm statistics taken
-        over all frames of the call), so a frame decoded with 2 neighbours differs from the same
-        frame decoded with 7 (SVD's pipeline: "higher chunk size leads to better temporal
+        over all frames of the call), so a frame decoded beside 1 other frame differs from the
+        same frame decoded beside 7 (SVD's pipeline: "higher chunk size leads to better temporal
         consistency"). A chunk of ``F`` or more is exactly one decode. Decoding a subset of views
         (e.g. the 4 the reconstructor reads) passes ``[B, 4, ...]``.
         """
