@@ -289,6 +289,7 @@ class SampleRun:
     peak_rss_gb: float  #: ru_maxrss of the ouro process
     rss_after_load_gb: float | None  #: polled RSS when sampling started
     peak_rss_load_gb: float | None = None  #: highest polled RSS before sampling started
+    cpu_s: float | None = None  #: user + system CPU seconds of the process (all its threads)
     timings: dict[str, float] = field(default_factory=dict)  #: meta.json's per-stage seconds
     cuda: dict[str, float] = field(default_factory=dict)  #: torch.cuda peaks (GB) and the device, on a GPU
     stderr_tail: str = ""
@@ -385,7 +386,7 @@ def measure_sample(weights: str | os.PathLike, output: str | os.PathLike, steps:
         load_s=marks.get("load"), peak_rss_gb=usage.ru_maxrss / 1e6,
         rss_after_load_gb=marks["rss_after_load"] / 1e6 if "rss_after_load" in marks else None,
         peak_rss_load_gb=(max((kb for t, kb in rss if t <= marks["load"]), default=0) / 1e6) if "load" in marks else None,
-        timings=timings, cuda=cuda, stderr_tail="".join(lines[-20:]) + stdout[-2000:],
+        timings=timings, cuda=cuda, cpu_s=usage.ru_utime + usage.ru_stime, stderr_tail="".join(lines[-20:]) + stdout[-2000:],
     )
 
 
