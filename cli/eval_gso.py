@@ -57,6 +57,8 @@ def eval_gso(
     method_name: Annotated[Optional[str], typer.Option(help="Method name in the report's tables.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Torch device for sampling. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Score only shard I of N (`I/N`, I from 0: every N-th object from object I) into <output>/shard-I-of-N/, sharing <output>/gt; run one per GPU or machine, then --merge.", show_default=False)] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Write the one metrics.csv, summary.json and report.md into --output from its finished shard-I-of-N/ folders (nothing is sampled).")] = False,
 ) -> None:
     """Score image-to-3D on 100 GSO objects: views, splat renders and their deltas (paper Tables 1-2).
 
@@ -67,8 +69,23 @@ def eval_gso(
     """
     from ouro.io.checkpoint import CheckpointError
     from ouro.io.files import check_output_folder
-    from ouro.pipelines import evaluate, gso
+    from ouro.pipelines import eval_shards, evaluate, gso
     from ouro.pipelines.sample import ModelNotFound, load_pipeline
+
+    if merge:  # 0. the shards' tables as one
+        if shard is not None:
+            fail("--merge combines finished shards; give it without --shard")
+        try:
+            merged = eval_shards.merge_shards(output)
+        except eval_shards.ShardError as e:
+            fail(escape(str(e)))
+        means, objects_count = merged.summary["means"], merged.summary["objects"]
+        typer.echo(f"merged {merged.shards} shards: scored {objects_count['scored']} of {objects_count['requested']} objects "
+                   f"({objects_count['failed']} failed)")
+        typer.echo(_means_line("views ", means["views"]))
+        typer.echo(_means_line("splats", means["splats"]))
+        typer.echo(f"wrote {output / evaluate.REPORT}, {output / evaluate.SUMMARY}, {output / evaluate.CSV_FILE}")
+        raise typer.Exit(merged.exit_code)
 
     # 1. what to score
     try:
@@ -76,9 +93,19 @@ def eval_gso(
     except ValueError as e:
         fail(str(e))
     names = names[:limit] if limit else names
+    all_names, top = names, output
+    if shard is not None:  # this shard's objects, into its own folder; ground truth shared by the shards
+        try:
+            part = eval_shards.parse_shard(shard)
+            names = eval_shards.shard_names(all_names, part)
+            output = eval_shards.shard_folder(top, part)
+            eval_shards.check_shard_info(output, part, all_names)
+        except eval_shards.ShardError as e:
+            fail(escape(str(e)))
+        gt_dir = gt_dir or top / "gt"
     if predictions is not None and checkpoint is not None:
         fail("give --checkpoint (sample a model) or --predictions (score saved views), not both")
-    checked_output(check_output_folder, output)  # before a model is loaded or anything rendered
+    checked_output(check_output_folder, top)  # before a model is loaded or anything rendered (the shards' folders are inside)
 
     # 2. the model (unless scoring saved predictions)
     pipe, description = None, None
@@ -111,6 +138,8 @@ def eval_gso(
     except KeyboardInterrupt:
         err_console.print("ouro eval-gso: interrupted; scored objects are kept, rerun to continue")
         raise typer.Exit(130) from None
+    if shard is not None:
+        eval_shards.write_shard_info(output, part, all_names)
 
     # 4. report
     if run.missing_message:

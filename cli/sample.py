@@ -63,6 +63,8 @@ def sample(
     mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a mesh fused from the splats, as `ouro export` (vertex colours, or a texture with --texture; needs the mesh extra).")] = False,
     texture: Annotated[Optional[int], typer.Option("--texture", help="With --mesh: bake a TEXTURE x TEXTURE colour texture (a power of two, 64-8192) onto a UV-unwrapped mesh of 50,000 faces instead of vertex colours, as `ouro export --texture` (CPU, minutes).", show_default=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
+    decode_chunk: Annotated[Optional[int], typer.Option(min=1, help="Decode the views N at a time (as SVD's decode_chunk_size): less memory; the views change, as SVD's do, since its temporal decoder mixes the frames of one decode. Default: all at once.", show_default=False)] = None,
+    offload: Annotated[bool, typer.Option("--offload", help="Keep the models on the CPU and move each to the GPU only for its stage: same outputs, less GPU memory, slower.")] = False,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
@@ -121,14 +123,15 @@ def sample(
     if mask is not None and len(files) != 1:
         fail(f"--mask {mask}: a mask belongs to one image, but {len(files)} were given; run one image at a time")
     try:
-        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
+        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype, offload=offload)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
     settings = SampleSettings(num_steps=steps, feedback=not no_feedback, feedback_steps=window, guidance=scales, seed=seed,
-                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input)
+                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input,
+                              decode_chunk=decode_chunk)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, background=method, mask=mask) for f in files]

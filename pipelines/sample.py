@@ -28,8 +28,10 @@ from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
 from ouro.io.checkpoint import OuroModels, load_checkpoint
-from ouro.models.feedback import FeedbackMaps, render_feedback
+from ouro.models.feedback import render_feedback
 from ouro.models.reconstructor import noise_level
+
+from .offload import ModelPlacer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,6 +62,10 @@ class SampleSettings:
     #: hold view 0 to the input image at every step (``DiffusionConfig.anchor_input``); None = the
     #: model config's (off for the public weights, on for the demo)
     anchor_input: bool | None = None
+    #: frames per VAE decode, as SVD's ``decode_chunk_size`` (None: all views at once). Less memory;
+    #: the frames change, as SVD's do: the temporal decoder mixes the frames of one decode
+    #: (``SVDConditioner.decode``; by how much: benchmarks/README.md, "Paper size end to end")
+    decode_chunk: int | None = None
 
     def uses_feedback(self, step: int) -> bool:
         """Whether step ``step`` reads the maps rendered after step ``step - 1``."""
@@ -140,17 +146,24 @@ def turntable(
 
 
 class SamplePipeline:
-    """F, G and SVD's VAE/CLIP composed into Algorithm 2. Owns no weights of its own."""
+    """F, G and SVD's VAE/CLIP composed into Algorithm 2. Owns no weights of its own.
 
-    def __init__(self, models: OuroModels, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.models = models.to(device=device, dtype=dtype).eval()
+    ``offload=True`` keeps the models on the CPU and moves each to ``device`` only for its stage
+    (:class:`~ouro.pipelines.offload.ModelPlacer`): same outputs, less accelerator memory.
+    """
+
+    def __init__(self, models: OuroModels, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 offload: bool = False):
         self.device, self.dtype = torch.device(device), dtype
+        self.placer = ModelPlacer(self.device, offload=offload)
+        self.models = models.to(device="cpu" if self.placer.offload else device, dtype=dtype).eval()
         self.config = models.config
         self.compat = models.compat
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "SamplePipeline":
-        return cls(load_checkpoint(folder, dtype=dtype), device, dtype)
+    def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                        offload: bool = False) -> "SamplePipeline":
+        return cls(load_checkpoint(folder, dtype=dtype), device, dtype, offload)
 
     # ---------------------------------------------------------------------------------- helpers
     def cameras(self) -> tuple[Tensor, Tensor]:
@@ -165,8 +178,14 @@ class SamplePipeline:
         the noise level G is told its views carry (None: clean views).
         """
         images = (x0_images * 0.5 + 0.5).to(self.dtype)  # no clamp, as the public code
+        self.placer.activate(self.models.reconstructor)
         out = self.models.reconstructor(images, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), noise_level(sigma))
         return out.to_gaussians(self.compat)
+
+    def decode(self, latents: Tensor, settings: SampleSettings) -> Tensor:
+        """VAE decode of x0 latents ``[1, V', 4, h, w]`` -> ``[1, V', 3, H, W]`` in about [-1, 1] (float32)."""
+        self.placer.activate(self.models.conditioner.vae)
+        return self.models.conditioner.decode(latents.to(self.models.conditioner.vae.dtype), chunk_frames=settings.decode_chunk)
 
     # ------------------------------------------------------------------------------------- call
     @torch.no_grad()
@@ -189,6 +208,8 @@ class SamplePipeline:
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
         check_seed(settings.seed)
+        if settings.decode_chunk is not None and settings.decode_chunk < 1:
+            raise ValueError(f"decode_chunk must be >= 1, got {settings.decode_chunk}")
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
@@ -200,6 +221,7 @@ class SamplePipeline:
         cond_image = torch.nn.functional.interpolate(
             image[None].to(self.device, torch.float32) * 2 - 1, size=(size, size), mode="bilinear", align_corners=False
         )
+        self.placer.activate(m.conditioner)
         clip = m.conditioner.clip_embedding(cond_image).to(self.dtype)  # [1, 1, D]
         noise = torch.randn(cond_image.shape, generator=generator).to(self.device)
         cond_latent = m.conditioner.vae.encode((cond_image + 0.02 * noise).to(m.conditioner.vae.dtype)).latent_dist.mode()
@@ -221,12 +243,13 @@ class SamplePipeline:
         anchored = self.anchors_input(settings.anchor_input)
         if anchored:  # view 0 is the clean input's latent plus this fixed noise at each step's sigma
             vae = m.conditioner.vae
+            self.placer.activate(vae)
             anchor = vae.encode(cond_image.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor  # [1, C, h, w]
             anchor_noise = latents[:, 0] / sampler.init_noise_sigma
             latents[:, 0] = anchor + sampler.sigmas[0] * anchor_noise
 
         # 4. denoising loop with 3D feedback
-        maps: FeedbackMaps | None = None
+        maps: list[Tensor] | None = None  # [rgb, ccm] (adapter order), each [1, V, 3, H, W] in the compute dtype
         gaussians: Gaussians | None = None
         records: list[StepRecord] = []
         fed: dict[int, list[Tensor]] = {}
@@ -238,11 +261,11 @@ class SamplePipeline:
             x_in = sampler.scale_model_input(latents, i).to(self.dtype)
             sample = torch.cat([x_in.expand(cond_latent.shape[0], -1, -1, -1, -1), cond_latent], dim=2)
             kwargs = dict(c2w=c2w[None].to(self.dtype), K_norm=K_norm[None].to(self.dtype), compat=self.compat)
+            self.placer.activate(m.generator)
             if settings.uses_feedback(i) and maps is not None:
-                feedback = [t.to(self.dtype) for t in maps.as_list(tuple(cfg.generator.feedback))]
                 if settings.save_intermediate:
-                    fed[i] = [t[0].float().cpu() for t in feedback]
-                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, feedback=feedback, **kwargs).sample
+                    fed[i] = [t[0].float().cpu() for t in maps]
+                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, feedback=maps, **kwargs).sample
             else:  # zero maps: their adapter features are the same at every step, so encode once
                 if zero_features is None:
                     zero_features = m.generator.encode_feedback(None, frames, (h, w), device=self.device)
@@ -261,10 +284,9 @@ class SamplePipeline:
             needs_3d = settings.feedback and (last or settings.uses_feedback(i + 1))
             if needs_3d or settings.save_intermediate:
                 t0 = tick()
-                x0_latents = step.pred_original_sample.to(m.conditioner.vae.dtype)
                 subset = settings.decode_reconstructor_views_only and not last and not settings.save_intermediate
                 views_read = m.reconstructor.select_views(frames) if subset else list(range(frames))
-                x0 = m.conditioner.decode(x0_latents[:, views_read])  # [1, V or 4, 3, H, W]
+                x0 = self.decode(step.pred_original_sample[:, views_read], settings)  # [1, V or 4, 3, H, W]
                 timings["decode"] += tick() - t0
                 if last:  # this decode is the output
                     final_views = x0
@@ -275,10 +297,13 @@ class SamplePipeline:
                     timings["reconstruct"] += tick() - t0
                     if not last or settings.save_intermediate:
                         t0 = tick()
-                        maps = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
+                        rendered = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
+                        # only what F reads is kept, in the compute dtype (alpha and depth are dropped)
+                        maps = [t.to(self.dtype) for t in rendered.as_list(tuple(cfg.generator.feedback))]
                         timings["render"] += tick() - t0
                         if record is not None:
-                            record.renders, record.ccm = maps.rgb[0].float().cpu(), maps.ccm[0].float().cpu()
+                            record.renders, record.ccm = rendered.rgb[0].float().cpu(), rendered.ccm[0].float().cpu()
+                        del rendered
                 if record is not None:
                     records.append(record)
             if progress is not None:
@@ -288,7 +313,7 @@ class SamplePipeline:
         views = final_views
         if views is None:
             t0 = tick()
-            views = m.conditioner.decode(latents.to(m.conditioner.vae.dtype))
+            views = self.decode(latents, settings)
             timings["decode"] += tick() - t0
         if not settings.feedback:
             t0 = tick()
@@ -329,6 +354,7 @@ class SamplePipeline:
             "num_views": self.config.camera.num_views,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "offload": self.placer.offload,
         }
 
 
@@ -552,26 +578,28 @@ def load_pipeline(
     checkpoint: Path | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    offload: bool = False,
 ) -> tuple[SamplePipeline, str]:
     """Load the model to sample with: ``(pipeline, description)``.
 
     ``checkpoint`` (an ouro checkpoint folder) wins; otherwise ``official`` needs the public
     weights on disk (``$OURO_WEIGHTS`` or the Hugging Face cache), ``demo`` is the embedded model,
     and ``auto`` takes the public weights when found, else the demo. Raises :class:`ModelNotFound`
-    with what to do when the choice cannot be met.
+    with what to do when the choice cannot be met. ``offload``: see :class:`SamplePipeline`.
     """
     from ouro.io.checkpoint import is_checkpoint
 
     if checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise ModelNotFound(f"{checkpoint}: no such checkpoint folder")
-        return SamplePipeline.from_checkpoint(checkpoint, device, dtype), f"checkpoint {checkpoint}"
+        return SamplePipeline.from_checkpoint(checkpoint, device, dtype, offload), f"checkpoint {checkpoint}"
     if choice in ("auto", "official"):
         from ouro.io.official import find_official_weights, load_official
 
         found = find_official_weights()
         if found is not None:
-            return SamplePipeline(load_official(found, device=device, dtype=dtype), device, dtype), "the public Ouroboros3D weights"
+            models = load_official(found, device="cpu" if offload else device, dtype=dtype)
+            return SamplePipeline(models, device, dtype, offload), "the public Ouroboros3D weights"
         if choice == "official":
             raise ModelNotFound(
                 "the public Ouroboros3D weights were not found: put mv_model_unet.pth and recon_model.pth "
@@ -584,4 +612,4 @@ def load_pipeline(
             "the embedded demo model is not in this version of ouro; pass --checkpoint DIR (a folder from "
             "`ouro train`) or provide the public weights (see --model official)"
         )
-    return SamplePipeline.from_checkpoint(demo, device, dtype), DEMO_DESCRIPTION
+    return SamplePipeline.from_checkpoint(demo, device, dtype, offload), DEMO_DESCRIPTION
