@@ -18,7 +18,8 @@
 #    of its default packages at their pinned versions: we write that file, so pip is never called
 #    (the venv already holds what BlenderProc imports).
 # 2. ``import blenderproc`` removes its own site-packages from ``sys.path``: an alias of every
-#    site-packages folder (``<dir>/.``) is appended first, so the venv's packages stay importable.
+#    site-packages folder and of the folder BlenderProc is in (``<dir>/.``) is appended first, so the
+#    venv's packages stay importable.
 # 3. The script ends the process itself (``os._exit``) because bpy 4.2 can crash at interpreter
 #    exit after a glTF import or export; if it returns, we flush and ``os._exit`` here.
 
@@ -80,7 +81,13 @@ def prepare_blender_dir(blender_dir: str) -> str:
 
 
 def _keep_site_packages() -> None:
-    for path in site.getsitepackages() + [site.getusersitepackages()]:
+    import importlib.util
+
+    # the folder BlenderProc itself was found in, too: in a venv that reaches its packages through a
+    # .pth line (a venv layered on another), that folder is not one of site.getsitepackages()
+    spec = importlib.util.find_spec("blenderproc")
+    found = [os.path.dirname(list(spec.submodule_search_locations)[0])] if spec and spec.submodule_search_locations else []
+    for path in site.getsitepackages() + [site.getusersitepackages()] + found:
         alias = os.path.join(path, ".")
         if os.path.isdir(path) and alias not in sys.path:
             sys.path.append(alias)
