@@ -151,5 +151,6 @@ class HeunSampler:
         else:
             sigma_i, sigma_next = self.sigmas[ev.step], self.sigmas[ev.step + 1]
             prev = sample + derivative * (sigma_next - sigma_i)  # the predictor; at sigma_next = 0, x0
-            self._pending = (k, sample, derivative) if sigma_next > 0 else None
+            # a copy: a caller may write into x (e.g. an anchored view) before the corrector call
+            self._pending = (k, sample.clone(), derivative) if sigma_next > 0 else None
         return StepOutput(prev.to(model_output.dtype), pred_x0)
