@@ -5,6 +5,13 @@ G reconstructs Gaussians from 4 of the 8 views at the step's noise level; the Ga
 rendered at all 8 cameras into RGB and coordinate maps, which condition the next step. The first
 step (and any step outside the feedback window) sees zero maps, as in the paper.
 
+Samplers that call F more than once per step (Heun: its corrector) read feedback **per step**:
+every F call of step ``i`` reads the same maps (those rendered after step ``i - 1``), and G runs
+once per step, on the x0 of the step's last call (Heun: the corrector's, at ``sigma_{i+1}``, the
+noise level G is told). ``feedback_every = K`` refreshes the maps only at every K-th step that
+reads feedback (counted from the window's first); the steps between reuse the last
+reconstruction's maps (and their adapter features), so decode, G and render run about 1/K as often.
+
     >>> from ouro.pipelines.sample import SamplePipeline, SampleSettings
     >>> pipe = SamplePipeline.from_checkpoint("runs/demo/final")          # doctest: +SKIP
     >>> result = pipe(prepared.image, SampleSettings(seed=0))            # doctest: +SKIP
@@ -24,7 +31,8 @@ import torch
 from torch import Tensor
 
 from ouro.conventions import check_seed
-from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
+from ouro.diffusion.sampler import apply_guidance, guidance_scales
+from ouro.diffusion.samplers import SAMPLERS, make_sampler, num_evaluations
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
 from ouro.io.checkpoint import OuroModels, load_checkpoint
@@ -48,9 +56,17 @@ __all__ = [
 class SampleSettings:
     """How one object is sampled."""
 
-    num_steps: int = 25  #: Euler steps
+    num_steps: int = 25  #: sampler steps (noise levels before the final 0)
     feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
     feedback_steps: tuple[int, int] | None = None  #: steps ``[start, end)`` that read feedback; None = all
+    #: ``euler`` (SVD's; the default), ``heun`` (EDM, 2nd order, 2 F calls per step but the last) or
+    #: ``dpm++2m`` (DPM-Solver++(2M)); see ouro.diffusion.samplers
+    sampler: str = "euler"
+    #: refresh the feedback maps at every K-th feedback step only; the steps between reuse the maps
+    #: of the last reconstruction (1 = every step, the paper's)
+    feedback_every: int = 1
+    #: the named speed setting these settings were made from (ouro.pipelines.speed), for meta.json
+    speed: str | None = None
     #: classifier-free guidance of the first and last view; None = the model config's
     #: ``(guidance_min, guidance_max)`` (1 and 3 for SVD, 2 and 2 for the demo)
     guidance: tuple[float, float] | None = None
@@ -73,6 +89,19 @@ class SampleSettings:
             return False
         start, end = self.feedback_steps if self.feedback_steps is not None else (0, self.num_steps)
         return start <= step < end
+
+    def refreshes_feedback(self, step: int) -> bool:
+        """Whether step ``step`` reads maps rendered right after step ``step - 1`` (else it reuses older
+        ones): every ``feedback_every``-th step from the first that reads feedback."""
+        if not self.uses_feedback(step):
+            return False
+        first = max(1, self.feedback_steps[0] if self.feedback_steps is not None else 0)
+        return (step - first) % self.feedback_every == 0
+
+    def reconstructs_after(self, step: int) -> bool:
+        """Whether G runs after step ``step``: the last step (the output Gaussians) and every step whose
+        next step refreshes its feedback."""
+        return self.feedback and (step == self.num_steps - 1 or self.refreshes_feedback(step + 1))
 
 
 @dataclass
@@ -210,6 +239,10 @@ class SamplePipeline:
         check_seed(settings.seed)
         if settings.decode_chunk is not None and settings.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be >= 1, got {settings.decode_chunk}")
+        if settings.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+        if settings.feedback_every < 1:
+            raise ValueError(f"feedback_every must be >= 1, got {settings.feedback_every}")
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
@@ -236,7 +269,8 @@ class SamplePipeline:
         timings["condition"] += tick() - t0
 
         # 3. initial noise
-        sampler = EulerSampler(settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max, sigma_data=cfg.diffusion.sigma_data)
+        sampler = make_sampler(settings.sampler, settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max,
+                               sigma_data=cfg.diffusion.sigma_data)
         h = w = size // down
         latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
         latents = latents * sampler.init_noise_sigma
@@ -248,40 +282,47 @@ class SamplePipeline:
             anchor_noise = latents[:, 0] / sampler.init_noise_sigma
             latents[:, 0] = anchor + sampler.sigmas[0] * anchor_noise
 
-        # 4. denoising loop with 3D feedback
+        # 4. denoising loop with 3D feedback: one pass per F call (module docstring: a step's calls
+        # all read the maps rendered after the step before; G runs after a step's last call)
         maps: list[Tensor] | None = None  # [rgb, ccm] (adapter order), each [1, V, 3, H, W] in the compute dtype
+        features = None  # the adapters' features of `maps`: encoded once, read by every call until new maps
         gaussians: Gaussians | None = None
         records: list[StepRecord] = []
         fed: dict[int, list[Tensor]] = {}
         zero_features = None
         final_views: Tensor | None = None
-        for i in range(settings.num_steps):
-            sigma = float(sampler.sigmas[i])
+        evaluations = sampler.evaluations
+        for k, ev in enumerate(evaluations):
+            i, sigma = ev.step, ev.sigma
             t0 = tick()
-            x_in = sampler.scale_model_input(latents, i).to(self.dtype)
+            x_in = sampler.scale_model_input(latents, k).to(self.dtype)
             sample = torch.cat([x_in.expand(cond_latent.shape[0], -1, -1, -1, -1), cond_latent], dim=2)
             kwargs = dict(c2w=c2w[None].to(self.dtype), K_norm=K_norm[None].to(self.dtype), compat=self.compat)
             self.placer.activate(m.generator)
             if settings.uses_feedback(i) and maps is not None:
-                if settings.save_intermediate:
+                if features is None:
+                    features = m.generator.encode_feedback(maps, frames, (h, w), device=self.device)
+                if settings.save_intermediate and i not in fed:
                     fed[i] = [t[0].float().cpu() for t in maps]
-                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, feedback=maps, **kwargs).sample
+                model_out = m.generator(sample, ev.timestep, clip, time_ids, adapter_features=features, **kwargs).sample
             else:  # zero maps: their adapter features are the same at every step, so encode once
                 if zero_features is None:
                     zero_features = m.generator.encode_feedback(None, frames, (h, w), device=self.device)
-                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, adapter_features=zero_features, **kwargs).sample
+                model_out = m.generator(sample, ev.timestep, clip, time_ids, adapter_features=zero_features, **kwargs).sample
             if guided:
                 model_out = apply_guidance(model_out[:1], model_out[1:], scales)
-            step = sampler.step(model_out.float(), i, latents)
+            step = sampler.step(model_out.float(), k, latents)
+            last = k == len(evaluations) - 1
             if anchored:
                 step.pred_original_sample[:, 0] = anchor
-                step.prev_sample[:, 0] = anchor + sampler.sigmas[i + 1] * anchor_noise
-            # the last Euler step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
-            latents = (step.pred_original_sample if i == settings.num_steps - 1 else step.prev_sample).float()
+                step.prev_sample[:, 0] = anchor + (0.0 if last else evaluations[k + 1].sigma) * anchor_noise
+            # the last step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
+            latents = (step.pred_original_sample if last else step.prev_sample).float()
             timings["unet"] += tick() - t0
+            if not ev.last_in_step:  # Heun's predictor call: the step goes on with the same maps
+                continue
 
-            last = i == settings.num_steps - 1
-            needs_3d = settings.feedback and (last or settings.uses_feedback(i + 1))
+            needs_3d = settings.reconstructs_after(i)
             if needs_3d or settings.save_intermediate:
                 t0 = tick()
                 subset = settings.decode_reconstructor_views_only and not last and not settings.save_intermediate
@@ -300,6 +341,7 @@ class SamplePipeline:
                         rendered = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
                         # only what F reads is kept, in the compute dtype (alpha and depth are dropped)
                         maps = [t.to(self.dtype) for t in rendered.as_list(tuple(cfg.generator.feedback))]
+                        features = None
                         timings["render"] += tick() - t0
                         if record is not None:
                             record.renders, record.ccm = rendered.rgb[0].float().cpu(), rendered.ccm[0].float().cpu()
@@ -348,6 +390,7 @@ class SamplePipeline:
         settings = replace(settings, guidance=self.guidance(settings), anchor_input=self.anchors_input(settings.anchor_input))
         return {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
+            "evaluations": num_evaluations(settings.sampler, settings.num_steps),  # F calls per object
             "preset": self.config.name,
             "compat": self.compat,
             "image_size": self.config.generator.image_size,

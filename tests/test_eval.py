@@ -654,3 +654,24 @@ def test_two_shards_merged_equal_the_unsharded_run(world, tmp_path):
     assert (sharded / "report.md").read_text() == (out / "report.md").read_text()
     assert (sharded / "objects" / "Basket_Ball" / "strip.png").is_file()  # the report's links resolve
     assert json.loads((sharded / "run.json").read_text())["key"] == json.loads((out / "run.json").read_text())["key"]
+
+
+@pytest.mark.slow
+def test_sampling_options_are_recorded_and_keep_runs_apart(world, tmp_path):
+    out = tmp_path / "dpm"
+    args = [str(out) if a == str(world["out"]) else a for a in world["args"]]
+    args += ["--gt-dir", str(world["out"] / "gt"), "--no-download", "--sampler", "dpm++2m", "--feedback-every", "2"]
+    result = runner.invoke(app, args, env=world["env"])
+    assert result.exit_code == 1 and "scored 2 of 3 objects" in result.output, result.output
+    key = json.loads((out / "run.json").read_text())["key"]
+    assert (key["sampler"], key["feedback_every"], key["steps"]) == ("dpm++2m", 2, 2)
+    assert "fast" not in key and "speed" not in key  # defaults stay out of the key ...
+    assert "sampler" not in json.loads((world["out"] / "run.json").read_text())["key"]  # ... so older runs still match
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert (settings["sampler"], settings["feedback_every"], settings["fast"], settings["speed"]) == ("dpm++2m", 2, False, None)
+    assert "sampler dpm++2m, feedback_every 2" in (out / "report.md").read_text()
+    # the default run's folder refuses these settings; --speed refuses the options it fixes
+    refused = runner.invoke(app, [*world["args"], "--sampler", "heun"], env=world["env"])
+    assert refused.exit_code == 2 and "sampler" in one_line_error(refused)
+    both = runner.invoke(app, [*args[:-4], "--speed", "fast"], env=world["env"])
+    assert both.exit_code == 2 and "--speed fast fixes" in one_line_error(both) and "--steps" in one_line_error(both)

@@ -404,11 +404,17 @@ def test_feedback_maps_reach_f_in_the_compute_dtype(image):
     """The rendered maps are kept as F's two inputs in the compute dtype (bfloat16 here), not float32."""
     pipe = SamplePipeline(make_tiny_models(), "cpu", torch.bfloat16)
     seen = []
-    hook = pipe.models.generator.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append([t.dtype for t in kwargs.get("feedback") or []]), with_kwargs=True)
+    generator = pipe.models.generator
+    encode = generator.encode_feedback
+
+    def recording(feedback, *args, **kwargs):  # records what the adapters are fed, then encodes it as before
+        seen.append([t.dtype for t in feedback or []])
+        return encode(feedback, *args, **kwargs)
+
+    generator.encode_feedback = recording
     try:
         out = pipe(image, SampleSettings(num_steps=3, seed=0))
     finally:
-        hook.remove()
-    assert seen == [[], [torch.bfloat16] * 2, [torch.bfloat16] * 2]  # step 0: zero maps (cached features)
+        del generator.encode_feedback
+    assert seen == [[], [torch.bfloat16] * 2, [torch.bfloat16] * 2]  # step 0: zero maps (encoded once)
     assert out.views.dtype == torch.float32 and bool(out.views.isfinite().all())
