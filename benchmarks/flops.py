@@ -29,8 +29,16 @@ Schedules (``SCHEDULES``; S = 25 steps, step indices 0..S-1):
   indices 10..24 using feedback, so decode + LGM + render run only from step 9 on).
 * ``b-fast-10`` / ``b-fast-20``: ``b-fast`` with feedback only in steps 10-25 / 20-25.
 
+Sampler settings (``Schedule.sampler``, ``steps``, ``feedback_every``, issue #28): ours counts what
+``ouro.pipelines.sample`` runs, from its own ``SampleSettings`` rules: one guided UNet call per F
+evaluation (Heun: ``2 S - 1`` for ``S`` steps), the adapters once per set of fresh maps
+(``refreshes_feedback``), decode + LGM + render after each step that ``reconstructs_after`` (the
+last step: decode + LGM only). ``--grid`` prints the settings measured on the demo
+(``SAMPLING_GRID``) at paper size.
+
     .venv/bin/python benchmarks/flops.py                 # paper preset, markdown tables
     .venv/bin/python benchmarks/flops.py --readme-rows   # the rows of benchmarks/README.md
+    .venv/bin/python benchmarks/flops.py --grid          # the sampling settings of issue #28, paper size
     .venv/bin/python benchmarks/flops.py --preset tiny   # seconds; what tests/test_flops.py runs
 """
 
@@ -56,7 +64,9 @@ __all__ = [
     "raster_estimate",
     "Schedule",
     "SCHEDULES",
+    "SAMPLING_GRID",
     "per_object",
+    "sample_settings",
 ]
 
 
@@ -203,6 +213,9 @@ class Schedule:
         feedback_from: first step index whose UNet call reads feedback (1 = every step after the
             first, the paper's "0-25").
         decode_views: views decoded at intermediate steps (the last step always decodes all frames).
+        sampler: ``euler``, ``heun`` or ``dpm++2m`` (ours only; the public code is Euler).
+        steps: sampler steps; None = ``per_object``'s ``steps``.
+        feedback_every: maps refreshed at every K-th feedback step (``SampleSettings.feedback_every``).
     """
 
     name: str
@@ -210,6 +223,9 @@ class Schedule:
     public: bool = False
     feedback_from: int = 1
     decode_views: int | None = None  # None = all frames
+    sampler: str = "euler"
+    steps: int | None = None
+    feedback_every: int = 1
 
 
 SCHEDULES = (
@@ -222,12 +238,43 @@ SCHEDULES = (
 )
 
 
+#: The sampling settings measured on the demo (benchmarks/README.md, "Sampling at lower cost"): the
+#: demo samples 20 steps by default, so its feedback windows are 8-20 and 16-20 (the paper's 10-25 and
+#: 20-25 scaled); names are the eval folders' under the demo data folder.
+SAMPLING_GRID = (
+    Schedule("euler-20", "Euler 20 (demo default = `quality`)", steps=20),
+    Schedule("euler-10", "Euler 10", steps=10),
+    Schedule("euler-6", "Euler 6", steps=6),
+    Schedule("heun-5", "Heun 5 steps (9 calls)", sampler="heun", steps=5),
+    Schedule("heun-3", "Heun 3 steps (5 calls)", sampler="heun", steps=3),
+    Schedule("heun-2", "Heun 2 steps (3 calls)", sampler="heun", steps=2),
+    Schedule("dpm-10", "DPM-Solver++(2M) 10", sampler="dpm++2m", steps=10),
+    Schedule("dpm-6", "DPM-Solver++(2M) 6", sampler="dpm++2m", steps=6),
+    Schedule("dpm-4", "DPM-Solver++(2M) 4", sampler="dpm++2m", steps=4),
+    Schedule("every-2", "Euler 20, feedback every 2", steps=20, feedback_every=2),
+    Schedule("every-4", "Euler 20, feedback every 4", steps=20, feedback_every=4),
+    Schedule("window-8", "Euler 20, feedback in steps 8-20", steps=20, feedback_from=8),
+    Schedule("window-16", "Euler 20, feedback in steps 16-20", steps=20, feedback_from=16),
+    Schedule("fast", "Euler 20, `--fast` (4-view decode)", steps=20, decode_views=4),
+)
+
+
+def sample_settings(schedule: Schedule, steps: int = 25):
+    """The ``ouro.pipelines.sample.SampleSettings`` that run ``schedule`` (ours)."""
+    from ouro.pipelines.sample import SampleSettings
+
+    n = schedule.steps or steps
+    window = None if schedule.feedback_from <= 1 else (schedule.feedback_from, n)
+    return SampleSettings(num_steps=n, feedback_steps=window, sampler=schedule.sampler, feedback_every=schedule.feedback_every,
+                          decode_reconstructor_views_only=schedule.decode_views is not None)
+
+
 def per_object(components: dict[str, float], schedule: Schedule, steps: int = 25, frames: int = 8) -> dict[str, float]:
     """FLOPs per 3D object by part (``unet``, ``adapters``, ``decode``, ``lgm``, ``render``, ``once``) and ``total``."""
+    from ouro.diffusion.samplers import num_evaluations
+
     c = components
     adapters = [k for k in c if k.startswith("adapter_") and k.endswith("_b1")]
-    uses = [i >= max(1, schedule.feedback_from) for i in range(steps)]  # step 0 never has feedback
-    produce = [uses[i + 1] for i in range(steps - 1)] + [True]  # the last step: output views + final 3DGS
     dec_all = c[f"vae_decode_{frames}"]
     parts: dict[str, float] = {}
     if schedule.public:
@@ -236,13 +283,17 @@ def per_object(components: dict[str, float], schedule: Schedule, steps: int = 25
         parts["decode"] = steps * dec_all + dec_all  # every step's x0, then the final latents again
         parts["lgm"] = steps * c["lgm"]
         parts["render"] = steps * c["raster"]
-    else:
+    else:  # what ouro.pipelines.sample runs for these settings
+        settings = sample_settings(schedule, steps)
+        n = settings.num_steps
+        fresh = sum(settings.refreshes_feedback(i) for i in range(n))  # sets of maps the adapters encode
+        recon = [settings.reconstructs_after(i) for i in range(n)]  # the last step: output views + final 3DGS
         dec_mid = c[f"vae_decode_{schedule.decode_views or frames}"]
-        parts["unet"] = steps * c["unet_b2"]
-        parts["adapters"] = sum(uses) * sum(c[k] for k in adapters) + c["adapter_zero"]
-        parts["decode"] = sum(produce[:-1]) * dec_mid + dec_all
-        parts["lgm"] = sum(produce) * c["lgm"]
-        parts["render"] = sum(produce[:-1]) * c["raster"]
+        parts["unet"] = num_evaluations(schedule.sampler, n) * c["unet_b2"]
+        parts["adapters"] = fresh * sum(c[k] for k in adapters) + c["adapter_zero"]
+        parts["decode"] = sum(recon[:-1]) * dec_mid + dec_all
+        parts["lgm"] = sum(recon) * c["lgm"]
+        parts["render"] = sum(recon[:-1]) * c["raster"]
     parts["once"] = c["clip"] + c["vae_encode"]
     parts["total"] = sum(parts.values())
     return parts
@@ -256,6 +307,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--readme-rows", action="store_true", help="print rows for benchmarks/README.md")
+    parser.add_argument("--grid", action="store_true", help="print the sampling settings of issue #28 (SAMPLING_GRID)")
     parser.add_argument("--date", default="2026-11-21")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -304,6 +356,19 @@ def main() -> None:
             None,
         ),
     ]
+    if args.grid:
+        from ouro.diffusion.samplers import num_evaluations
+
+        print(f"## FLOPs per 3D object of the sampling settings, preset `{config.name}` ({unit}; (a) = {_fmt(a, 0, scale)})\n")
+        print(f"| setting | F calls | reconstructions | UNet | decode | total | x (a) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for s in SAMPLING_GRID:
+            p = per_object(c, s, steps, frames)
+            st = sample_settings(s, steps)
+            recon = sum(st.reconstructs_after(i) for i in range(st.num_steps))
+            print(f"| {s.label} | {num_evaluations(s.sampler, st.num_steps)} | {recon} | {_fmt(p['unet'], 1, scale)} | "
+                  f"{_fmt(p['decode'], 1, scale)} | **{_fmt(p['total'], 1, scale)}** | {p['total'] / a:.3f} |")
+        return
     if args.readme_rows:
         cmd = "`.venv/bin/python benchmarks/flops.py`"
         machine = "cpu2 (meta device, no compute)"

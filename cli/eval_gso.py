@@ -14,7 +14,7 @@ from ouro.pipelines.choices import UP_AXES
 
 from ._common import checked_output, choice_enum, err_console, fail, resolve_device_dtype, seed_callback
 from .render import Engine
-from .sample import ModelChoice
+from .sample import FEEDBACK_EVERY_HELP, SAMPLER_HELP, SPEED_HELP, ModelChoice, SamplerChoice, SpeedChoice, _pair
 
 
 class LpipsNet(str, Enum):
@@ -42,8 +42,13 @@ def eval_gso(
     seed: Annotated[int, typer.Option(callback=seed_callback, help="Sampling seed (0 to 2^63 - 1).")] = 0,
     lpips_net: Annotated[LpipsNet, typer.Option(help="LPIPS backbone (the public code uses alex).")] = LpipsNet.alex,
     count_input: Annotated[bool, typer.Option("--count-input/--skip-input", help="Whether view 0 (at the input's camera) counts in the metrics (the public code counts it). A view 0 that is the input itself (--anchor-input, or a predicted view 0 equal to the input) never counts.")] = True,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the paper preset).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Sampler steps. Default: the model's (25 for the paper preset).")] = None,
     feedback: Annotated[bool, typer.Option("--feedback/--no-feedback", help="Sample with 3D feedback (Algorithm 2), or the two-stage baseline: denoise fully, then reconstruct once.")] = True,
+    sampler: Annotated[Optional[SamplerChoice], typer.Option(help=SAMPLER_HELP, show_default=False)] = None,
+    feedback_every: Annotated[Optional[int], typer.Option(min=1, help=FEEDBACK_EVERY_HELP, show_default=False)] = None,
+    feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (as `ouro sample`). Default: all.", show_default=False)] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (as `ouro sample --fast`).")] = False,
+    speed: Annotated[Optional[SpeedChoice], typer.Option(help=SPEED_HELP, show_default=False)] = None,
     anchor_input: Annotated[Optional[bool], typer.Option("--anchor-input/--no-anchor-input", help="Hold view 0 to the condition image while sampling (`ouro sample --anchor-input`). Default: the model's.", show_default=False)] = None,
     resolution: Annotated[Optional[int], typer.Option(min=32, help="Ground-truth render and metric size, pixels. Default: the model's view size (512), or 512 with --predictions.")] = None,
     gt_dir: Annotated[Optional[Path], typer.Option(help="Cache of ground-truth renders, shared between runs. Default: <output>/gt.")] = None,
@@ -57,6 +62,8 @@ def eval_gso(
     method_name: Annotated[Optional[str], typer.Option(help="Method name in the report's tables.")] = None,
     device: Annotated[Optional[str], typer.Option(help="Torch device for sampling. Default: cuda when available.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16. Default: float16 on CUDA, float32 on CPU.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Score only shard I of N (`I/N`, I from 0: every N-th object from object I) into <output>/shard-I-of-N/, sharing <output>/gt; run one per GPU or machine, then --merge.", show_default=False)] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Write the one metrics.csv, summary.json and report.md into --output from its finished shard-I-of-N/ folders (nothing is sampled).")] = False,
 ) -> None:
     """Score image-to-3D on 100 GSO objects: views, splat renders and their deltas (paper Tables 1-2).
 
@@ -67,8 +74,24 @@ def eval_gso(
     """
     from ouro.io.checkpoint import CheckpointError
     from ouro.io.files import check_output_folder
-    from ouro.pipelines import evaluate, gso
+    from ouro.pipelines import eval_shards, evaluate, gso
     from ouro.pipelines.sample import ModelNotFound, load_pipeline
+    from ouro.pipelines.speed import resolve_sampling
+
+    if merge:  # 0. the shards' tables as one
+        if shard is not None:
+            fail("--merge combines finished shards; give it without --shard")
+        try:
+            merged = eval_shards.merge_shards(output)
+        except eval_shards.ShardError as e:
+            fail(escape(str(e)))
+        means, objects_count = merged.summary["means"], merged.summary["objects"]
+        typer.echo(f"merged {merged.shards} shards: scored {objects_count['scored']} of {objects_count['requested']} objects "
+                   f"({objects_count['failed']} failed)")
+        typer.echo(_means_line("views ", means["views"]))
+        typer.echo(_means_line("splats", means["splats"]))
+        typer.echo(f"wrote {output / evaluate.REPORT}, {output / evaluate.SUMMARY}, {output / evaluate.CSV_FILE}")
+        raise typer.Exit(merged.exit_code)
 
     # 1. what to score
     try:
@@ -76,9 +99,27 @@ def eval_gso(
     except ValueError as e:
         fail(str(e))
     names = names[:limit] if limit else names
+    all_names, top = names, output
+    if shard is not None:  # this shard's objects, into its own folder; ground truth shared by the shards
+        try:
+            part = eval_shards.parse_shard(shard)
+            names = eval_shards.shard_names(all_names, part)
+            output = eval_shards.shard_folder(top, part)
+            eval_shards.check_shard_info(output, part, all_names)
+        except eval_shards.ShardError as e:
+            fail(escape(str(e)))
+        gt_dir = gt_dir or top / "gt"
     if predictions is not None and checkpoint is not None:
         fail("give --checkpoint (sample a model) or --predictions (score saved views), not both")
-    checked_output(check_output_folder, output)  # before a model is loaded or anything rendered
+    checked_output(check_output_folder, top)  # before a model is loaded or anything rendered (the shards' folders are inside)
+    window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
+    try:
+        sampling = resolve_sampling(speed.value if speed else None, sampler=sampler.value if sampler else None, steps=steps,
+                                    feedback_every=feedback_every, feedback_steps=window, fast=fast)
+    except ValueError as e:
+        fail(escape(str(e)))
+    if predictions is not None and (speed or sampler or feedback_every or feedback_steps or fast):
+        fail("--predictions scores saved views: --speed, --sampler, --feedback-every, --feedback-steps and --fast do not apply")
 
     # 2. the model (unless scoring saved predictions)
     pipe, description = None, None
@@ -89,9 +130,15 @@ def eval_gso(
         except (ModelNotFound, CheckpointError) as e:
             fail(str(e))
     size = resolution or (pipe.config.generator.image_size if pipe is not None else 512)
+    if window is not None and pipe is not None:
+        total = sampling["num_steps"] or int(pipe.config.diffusion.num_steps)
+        if not 0 <= window[0] <= window[1] <= total:
+            fail(f"--feedback-steps {feedback_steps}: need 0 <= START <= END <= the steps ({total})")
     settings = evaluate.EvalSettings(
-        resolution=size, engine=engine.value, samples=samples, seed=seed, steps=steps, feedback=feedback,
-        anchor_input=anchor_input, count_input=count_input,
+        resolution=size, engine=engine.value, samples=samples, seed=seed, steps=sampling["num_steps"], feedback=feedback,
+        anchor_input=anchor_input, count_input=count_input, sampler=sampling["sampler"],
+        feedback_every=sampling["feedback_every"], feedback_steps=sampling["feedback_steps"],
+        fast=sampling["decode_reconstructor_views_only"], speed=sampling["speed"],
         lpips_net=lpips_net.value, points=points, mesh=mesh, up_axis=up_axis.value, workers=workers,
     )
     root = resolve_gso_root(gso_root)
@@ -111,6 +158,8 @@ def eval_gso(
     except KeyboardInterrupt:
         err_console.print("ouro eval-gso: interrupted; scored objects are kept, rerun to continue")
         raise typer.Exit(130) from None
+    if shard is not None:
+        eval_shards.write_shard_info(output, part, all_names)
 
     # 4. report
     if run.missing_message:

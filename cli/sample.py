@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ouro.pipelines.choices import BACKGROUND_METHODS
+from ouro.pipelines.choices import BACKGROUND_METHODS, SAMPLERS, SPEEDS
 
 from ._common import checked_output, choice_enum, err_console, fail, resolve_device_dtype, seed_callback
 
@@ -23,6 +23,17 @@ class ModelChoice(str, Enum):
     auto = "auto"
     demo = "demo"
     official = "official"
+
+
+SamplerChoice = choice_enum("SamplerChoice", SAMPLERS)
+SpeedChoice = choice_enum("SpeedChoice", SPEEDS)
+#: --help of the options that shape the sampling (shared with `ouro eval-gso`)
+SAMPLER_HELP = ("Sampler: `euler` (SVD's, the default), `heun` (EDM, 2nd order: 2 model calls per step but the last) or "
+                "`dpm++2m` (DPM-Solver++(2M), 2nd order, 1 call per step). Every call of a step reads the same feedback maps.")
+FEEDBACK_EVERY_HELP = ("Refresh the 3D feedback at every K-th feedback step only; the steps between reuse the last "
+                       "reconstruction's maps (decode, reconstruction and render run about 1/K as often). Default 1.")
+SPEED_HELP = ("A named speed setting (fixes sampler, steps, feedback schedule and decode; benchmarks/README.md): `quality` "
+              "(the default settings), `fast` (within the 3-seed noise of `quality` on held-out objects), `fastest`.")
 
 
 def _pair(text: str, option: str, cast=float) -> tuple:
@@ -46,7 +57,7 @@ def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder; one sub-folder per input when several are given.")] = Path("out"),
     model: Annotated[ModelChoice, typer.Option(help="`auto`: the public weights when found locally ($OURO_WEIGHTS or the Hugging Face cache), else the embedded demo model; `demo`; `official`.")] = ModelChoice.auto,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint folder (ours, from `ouro train`); overrides --model.")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="Denoising steps. Default: the model's (25 for the public weights, 20 for the demo).", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (noise levels). Default: the model's (25 for the public weights, 20 for the demo).", show_default=False)] = None,
     feedback_steps: Annotated[Optional[str], typer.Option(help="Steps that read 3D feedback, `START:END` (paper Table 3: 0:25, 10:25, 20:25). Default: all.")] = None,
     no_feedback: Annotated[bool, typer.Option("--no-feedback", help="Two-stage baseline: denoise fully, then reconstruct once.")] = False,
     guidance: Annotated[Optional[str], typer.Option(help="Classifier-free guidance `MIN:MAX`, rising linearly across the 8 views. Default: the model's (1:3 for the public weights, 2:2 for the demo).", show_default=False)] = None,
@@ -63,6 +74,11 @@ def sample(
     mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a mesh fused from the splats, as `ouro export` (vertex colours, or a texture with --texture; needs the mesh extra).")] = False,
     texture: Annotated[Optional[int], typer.Option("--texture", help="With --mesh: bake a TEXTURE x TEXTURE colour texture (a power of two, 64-8192) onto a UV-unwrapped mesh of 50,000 faces instead of vertex colours, as `ouro export --texture` (CPU, minutes).", show_default=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,
+    decode_chunk: Annotated[Optional[int], typer.Option(min=1, help="Decode the views N at a time (as SVD's decode_chunk_size): less memory; the views change, as SVD's do, since its temporal decoder mixes the frames of one decode. Default: all at once.", show_default=False)] = None,
+    offload: Annotated[bool, typer.Option("--offload", help="Keep the models on the CPU and move each to the GPU only for its stage: same outputs, less GPU memory, slower.")] = False,
+    sampler: Annotated[Optional[SamplerChoice], typer.Option(help=SAMPLER_HELP, show_default=False)] = None,
+    feedback_every: Annotated[Optional[int], typer.Option(min=1, help=FEEDBACK_EVERY_HELP, show_default=False)] = None,
+    speed: Annotated[Optional[SpeedChoice], typer.Option(help=SPEED_HELP, show_default=False)] = None,
 ) -> None:
     """Generate 8 views, 3D Gaussians (.ply) and a turntable video (and a mesh) from one image."""
     from ouro.data.preprocess import InputImageError, prepare_image
@@ -73,6 +89,7 @@ def sample(
         DEMO_DESCRIPTION, DEMO_HINT, ModelNotFound, NoMeshSurface, SampleSettings, background_meta, expand_inputs, load_pipeline,
         write_outputs,
     )
+    from ouro.pipelines.speed import resolve_sampling
 
     # 1. options, and the output folder can be written (checked before a model is loaded)
     checked_output(check_output_folder, output)
@@ -96,6 +113,12 @@ def sample(
         except ValueError as exc:
             fail(str(exc))
     window = _pair(feedback_steps, "--feedback-steps", int) if feedback_steps else None
+    try:
+        sampling = resolve_sampling(speed.value if speed else None, sampler=sampler.value if sampler else None, steps=steps,
+                                    feedback_every=feedback_every, feedback_steps=window, fast=fast)
+    except ValueError as exc:
+        fail(str(exc))
+    steps = sampling.pop("num_steps")
 
     def check_window(total: int, what: str) -> None:
         if window is not None and not (0 <= window[0] <= window[1] <= total):
@@ -121,14 +144,15 @@ def sample(
     if mask is not None and len(files) != 1:
         fail(f"--mask {mask}: a mask belongs to one image, but {len(files)} were given; run one image at a time")
     try:
-        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype)
+        pipe, description = load_pipeline(model.value, checkpoint, device, torch_dtype, offload=offload)
     except (ModelNotFound, CheckpointError) as exc:
         fail(str(exc))
     if steps is None:
         steps = int(pipe.config.diffusion.num_steps)
         check_window(steps, "the model's steps; or pass --steps")
-    settings = SampleSettings(num_steps=steps, feedback=not no_feedback, feedback_steps=window, guidance=scales, seed=seed,
-                              save_intermediate=save_intermediate, decode_reconstructor_views_only=fast, anchor_input=anchor_input)
+    settings = SampleSettings(num_steps=steps, feedback=not no_feedback, guidance=scales, seed=seed,
+                              save_intermediate=save_intermediate, anchor_input=anchor_input, decode_chunk=decode_chunk,
+                              **sampling)
     size = pipe.config.generator.image_size
     try:
         prepared = [prepare_image(f, size, background=method, mask=mask) for f in files]

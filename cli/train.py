@@ -44,7 +44,11 @@ def train(
     kept: Annotated[Optional[Path], typer.Option(help="Kept-object list from `ouro filter`. Default: <data>/kept.txt when it exists, else every object.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder. Default: runs/<name>.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name used for the default output folder. Default: <preset>-<date>_<time>.")] = None,
-    gpus: Annotated[int, typer.Option(min=1, help="Processes (one per GPU) launched through accelerate; on a CPU-only machine, CPU processes over gloo.")] = 1,
+    gpus: Annotated[int, typer.Option(min=1, help="Processes on this machine (one per GPU) launched through accelerate; on a CPU-only machine, CPU processes over gloo.")] = 1,
+    num_machines: Annotated[Optional[int], typer.Option(min=1, help="Machines the run spans; run the same command on each, with its --machine-rank (processes in all: --gpus x this). Default: $SLURM_NNODES, else $NNODES, else 1.", show_default=False)] = None,
+    machine_rank: Annotated[Optional[int], typer.Option(min=0, help="This machine's rank, 0 on the main machine. Default: $SLURM_NODEID, else $NODE_RANK, else 0.", show_default=False)] = None,
+    main_process_ip: Annotated[Optional[str], typer.Option(help="Address of machine 0, the same on every machine (several machines). Default: $MASTER_ADDR.", show_default=False)] = None,
+    main_process_port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port on machine 0, the same on every machine (several machines). Default: $MASTER_PORT, else 29500.", show_default=False)] = None,
     deepspeed: Annotated[bool, typer.Option("--deepspeed", help="Use DeepSpeed ZeRO-2 with the config shipped in ouro.")] = False,
     mixed_precision: Annotated[MixedPrecision, typer.Option(help="Mixed precision: fp16 (paper), bf16 or no.")] = MixedPrecision.fp16,
     max_steps: Annotated[int, typer.Option(min=1, help="Optimiser steps to train (the paper trains 30,000).")] = 30_000,
@@ -84,6 +88,7 @@ def train(
     from ouro.data.dataset import DatasetError
     from ouro.io.checkpoint import CheckpointError
     from ouro.io.files import check_output_folder
+    from ouro.pipelines.machines import resolve_machines
     from ouro.pipelines.train import (
         TrainConfig, check_data, default_run_name, init_compat, read_run_config, train as run,
     )
@@ -127,7 +132,16 @@ def train(
             except ValueError as exc:
                 fail(str(exc))
             cfg = TrainConfig.create(model, **values)
+        machines = resolve_machines(num_machines, machine_rank, main_process_ip, main_process_port,
+                                    default_num_machines=cfg.num_machines)
+        if machines.num_machines != cfg.num_machines:
+            if resume and stored is not None and stored.is_file():
+                fail(f"--resume continues {stored}, which spans {cfg.num_machines} machine(s); it cannot change the number of machines "
+                     f"({machines.num_machines})")
+            cfg = dataclasses.replace(cfg, num_machines=machines.num_machines)
         if output is None:
+            if machines.multi:
+                fail("several machines write one run folder: pass --output DIR (or --name NAME), a folder all machines share")
             output = DEFAULT_RUNS_DIR / default_run_name(cfg.model.name)
         cfg = dataclasses.replace(cfg, output=str(output)).with_ablation(cfg.ablation)
         if cfg.kept is None and (Path(cfg.data) / "kept.txt").is_file():
@@ -153,10 +167,12 @@ def train(
 
     err_console.print(
         f"ouro train: {cfg.model.name}, ablation {cfg.ablation}, {len(ds)} objects from {cfg.data}, "
-        f"{cfg.gpus} process(es){' + DeepSpeed ZeRO-2' if cfg.deepspeed else ''}, batch {cfg.batch_size} x {cfg.grad_accum} "
-        f"-> {cfg.output}", highlight=False)
+        f"{cfg.gpus} process(es){' + DeepSpeed ZeRO-2' if cfg.deepspeed else ''}"
+        + (f" on machine {machines.machine_rank} of {machines.num_machines} (main: {machines.main_process_ip}:{machines.main_process_port})"
+           if machines.multi else "")
+        + f", batch {cfg.batch_size} x {cfg.grad_accum} -> {cfg.output}", highlight=False)
     try:
-        result = run(cfg, resume=resume, reporter=RichReporter(), check=False)
+        result = run(cfg, resume=resume, reporter=RichReporter(), check=False, machines=machines)
     except (CheckpointError, DatasetError) as exc:
         fail(str(exc), code=1)
     if isinstance(result, int):

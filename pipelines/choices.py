@@ -6,7 +6,8 @@ them (:func:`ouro.cli._common.choice_enum`), so a choice is added in one place.
 
 from __future__ import annotations
 
-__all__ = ["ABLATIONS", "BACKGROUND_METHODS", "ENGINES", "EXPORT_FORMATS", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES", "RECON_LOSSES", "UP_AXES"]
+__all__ = ["ABLATIONS", "BACKGROUND_METHODS", "ENGINES", "EXPORT_FORMATS", "LR_SCHEDULERS", "MIXED_PRECISION", "NORMALIZE_MODES",
+           "RECON_LOSSES", "SAMPLERS", "SPEEDS", "UP_AXES"]
 
 #: Blender render engines of ``ouro render`` (and of eval's ground truth).
 ENGINES = ("cycles", "workbench")
@@ -26,6 +27,11 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "cosine", "linear")
 #: Pixel term of the reconstruction loss: ``mse`` (the paper) or ``l1`` (the public code).
 RECON_LOSSES = ("mse", "l1")
+#: Samplers of ``ouro sample --sampler`` (ouro.diffusion.samplers): SVD's Euler (the default), EDM Heun
+#: (2nd order) and DPM-Solver++(2M).
+SAMPLERS = ("euler", "heun", "dpm++2m")
+#: Named speed settings of ``--speed`` (ouro.pipelines.speed).
+SPEEDS = ("quality", "fast", "fastest")
 #: Paper Table 2 rows: name -> (G trained jointly, feedback maps fed to F, in adapter order).
 #: separate: G frozen, no feedback; joint: joint training, no feedback; ccm / rgb: one map;
 #: full: both (the paper's model).

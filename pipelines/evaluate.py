@@ -18,8 +18,9 @@ The protocol, written out because the paper's was not published:
 3. **Condition.** Frame 0 composited on white, used as is: it frames the object as the training
    renders do, so the generated views are pixel-aligned with the ground truth (no segmentation or
    recentring, unlike ``ouro sample`` on a photo). It is saved as ``objects/<name>/input.png``.
-4. **Sampling.** ``ouro sample``'s pipeline (Algorithm 2, ``--steps``, ``--seed``) gives V views and
-   the Gaussians; the Gaussians are rendered on white at the V evaluation cameras.
+4. **Sampling.** ``ouro sample``'s pipeline (Algorithm 2, ``--steps``, ``--seed``, and the sampling
+   options ``--sampler``, ``--feedback-every``, ``--feedback-steps``, ``--fast`` or ``--speed``) gives V
+   views and the Gaussians; the Gaussians are rendered on white at the V evaluation cameras.
 5. **Image metrics** on the 8-bit PNGs as saved (so that other methods' PNGs are treated the same),
    against the ground truth composited on white, per view: PSNR (data range 1, **capped at
    :data:`PSNR_CAP_DB` = 100 dB**: identical images would give +inf; 100 dB is above any real
@@ -154,6 +155,9 @@ class EvalSettings:
         seed: sampling seed (same seed, same views).
         steps: sampling steps; None = the model config's (``paper``: 25).
         feedback: sample with 3D feedback (Algorithm 2); False = the two-stage baseline.
+        sampler, feedback_every, feedback_steps, fast, speed: as ``SampleSettings``' ``sampler``,
+            ``feedback_every``, ``feedback_steps``, ``decode_reconstructor_views_only`` and ``speed``
+            (``ouro sample --sampler/--feedback-every/--feedback-steps/--fast/--speed``).
         anchor_input: hold view 0 to the condition image while sampling; None = the model's
             (``DiffusionConfig.anchor_input``).
         count_input: whether view 0 (the input view) counts in the means.
@@ -170,6 +174,11 @@ class EvalSettings:
     seed: int = 0
     steps: int | None = None
     feedback: bool = True
+    sampler: str = "euler"
+    feedback_every: int = 1
+    feedback_steps: tuple[int, int] | None = None
+    fast: bool = False
+    speed: str | None = None
     anchor_input: bool | None = None
     count_input: bool = True
     lpips_net: str = "alex"
@@ -621,6 +630,8 @@ def run_evaluation(
         "ground_truth": {"engine": settings.engine, "samples": settings.samples, "normalize": "diagonal",
                          "up_axis": settings.up_axis},
     }
+    if predictions is None:  # sampling options other than the defaults (so earlier runs' keys still match)
+        key.update({k: v for k, v in sampling_options(settings).items() if v != sampling_options(EvalSettings())[k]})
     method = method or (f"predictions ({predictions.name})" if predictions is not None
                         else f"ouro ({Path(checkpoint).name if checkpoint else model_description})")
     run = EvalRun(output=output, requested=list(names))
@@ -754,7 +765,8 @@ def run_evaluation(
                      "anchor_input": key["anchor_input"], "points": settings.points, "mesh": settings.mesh,
                      "up_axis": settings.up_axis, "cameras": asdict(cameras), "model": model_description,
                      "checkpoint": key["checkpoint"], "predictions": key["predictions"],
-                     "ground_truth": str(gt_dir_tagged)},
+                     "ground_truth": str(gt_dir_tagged),
+                     **(sampling_options(settings) if predictions is None else {})},
         "run": {"sampled": run.sampled, "reused": run.reused, "rescored": run.rescored, "rendered_gt": run.rendered_gt,
                 "reused_gt": run.reused_gt, "downloaded": len(run.downloaded), "seconds": round(run.seconds, 1)},
         "missing_message": run.missing_message,
@@ -768,11 +780,19 @@ def run_evaluation(
     what = (f"predictions from {predictions}" if predictions is not None
             else f"{model_description}, seed {settings.seed}, {steps} steps"
             + ("" if settings.feedback else ", no feedback (two-stage)")
+            + "".join(f", {k} {v}" for k, v in key.items() if k in sampling_options(settings))
             + (", view 0 anchored to the input" if key["anchor_input"] else ""))
     settings_line = (f"{what}; ground truth: ouro render ({settings.engine}), {cameras.num_views} views at elevation 0, "
                      f"radius {cameras.radius:g}, fov {cameras.fov_deg:.3f} deg, {settings.resolution} px.")
     _write_text_atomic(output / REPORT, report_markdown(summary, rows, method, settings.resolution, settings_line, OBJECTS))
     return run
+
+
+def sampling_options(settings: EvalSettings) -> dict:
+    """The sampling options beyond steps and feedback, as recorded in run.json, summary.json and the report."""
+    return {"sampler": settings.sampler, "feedback_every": settings.feedback_every,
+            "feedback_steps": list(settings.feedback_steps) if settings.feedback_steps is not None else None,
+            "fast": settings.fast, "speed": settings.speed}
 
 
 def condition_view(gt_views: Tensor, size: int) -> Tensor:  # [V, 3, H, W] -> [3, size, size]
@@ -804,7 +824,10 @@ def _sample_object(pipe, gt_views: Tensor, folder: Path, cameras: EvalCameras, s
     cond = condition_view(gt_views, pipe.config.generator.image_size)
     Image.fromarray(_to_uint8(cond)).save(folder / "input.png")
     t0 = time.time()
-    out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed, anchor_input=settings.anchor_input))
+    out = pipe(cond, SampleSettings(num_steps=steps, feedback=settings.feedback, seed=settings.seed, anchor_input=settings.anchor_input,
+                                    sampler=settings.sampler, feedback_every=settings.feedback_every,
+                                    feedback_steps=settings.feedback_steps, decode_reconstructor_views_only=settings.fast,
+                                    speed=settings.speed))
     t_sample = time.time() - t0
     _write_views(folder / "views", out.views)
     write_ply(folder / "gaussians.ply", out.gaussians)

@@ -5,6 +5,13 @@ G reconstructs Gaussians from 4 of the 8 views at the step's noise level; the Ga
 rendered at all 8 cameras into RGB and coordinate maps, which condition the next step. The first
 step (and any step outside the feedback window) sees zero maps, as in the paper.
 
+Samplers that call F more than once per step (Heun: its corrector) read feedback **per step**:
+every F call of step ``i`` reads the same maps (those rendered after step ``i - 1``), and G runs
+once per step, on the x0 of the step's last call (Heun: the corrector's, at ``sigma_{i+1}``, the
+noise level G is told). ``feedback_every = K`` refreshes the maps only at every K-th step that
+reads feedback (counted from the window's first); the steps between reuse the last
+reconstruction's maps (and their adapter features), so decode, G and render run about 1/K as often.
+
     >>> from ouro.pipelines.sample import SamplePipeline, SampleSettings
     >>> pipe = SamplePipeline.from_checkpoint("runs/demo/final")          # doctest: +SKIP
     >>> result = pipe(prepared.image, SampleSettings(seed=0))            # doctest: +SKIP
@@ -24,12 +31,15 @@ import torch
 from torch import Tensor
 
 from ouro.conventions import check_seed
-from ouro.diffusion.sampler import EulerSampler, apply_guidance, guidance_scales
+from ouro.diffusion.sampler import apply_guidance, guidance_scales
+from ouro.diffusion.samplers import SAMPLERS, make_sampler, num_evaluations
 from ouro.gaussians import Gaussians, render
 from ouro.geometry.cameras import OFFICIAL_FRAME_INDICES, intrinsics_from_fov, orbit_cameras
 from ouro.io.checkpoint import OuroModels, load_checkpoint
-from ouro.models.feedback import FeedbackMaps, render_feedback
+from ouro.models.feedback import render_feedback
 from ouro.models.reconstructor import noise_level
+
+from .offload import ModelPlacer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,9 +56,17 @@ __all__ = [
 class SampleSettings:
     """How one object is sampled."""
 
-    num_steps: int = 25  #: Euler steps
+    num_steps: int = 25  #: sampler steps (noise levels before the final 0)
     feedback: bool = True  #: False: the two-stage baseline (denoise fully, then reconstruct once)
     feedback_steps: tuple[int, int] | None = None  #: steps ``[start, end)`` that read feedback; None = all
+    #: ``euler`` (SVD's; the default), ``heun`` (EDM, 2nd order, 2 F calls per step but the last) or
+    #: ``dpm++2m`` (DPM-Solver++(2M)); see ouro.diffusion.samplers
+    sampler: str = "euler"
+    #: refresh the feedback maps at every K-th feedback step only; the steps between reuse the maps
+    #: of the last reconstruction (1 = every step, the paper's)
+    feedback_every: int = 1
+    #: the named speed setting these settings were made from (ouro.pipelines.speed), for meta.json
+    speed: str | None = None
     #: classifier-free guidance of the first and last view; None = the model config's
     #: ``(guidance_min, guidance_max)`` (1 and 3 for SVD, 2 and 2 for the demo)
     guidance: tuple[float, float] | None = None
@@ -60,6 +78,10 @@ class SampleSettings:
     #: hold view 0 to the input image at every step (``DiffusionConfig.anchor_input``); None = the
     #: model config's (off for the public weights, on for the demo)
     anchor_input: bool | None = None
+    #: frames per VAE decode, as SVD's ``decode_chunk_size`` (None: all views at once). Less memory;
+    #: the frames change, as SVD's do: the temporal decoder mixes the frames of one decode
+    #: (``SVDConditioner.decode``; by how much: benchmarks/README.md, "Paper size end to end")
+    decode_chunk: int | None = None
 
     def uses_feedback(self, step: int) -> bool:
         """Whether step ``step`` reads the maps rendered after step ``step - 1``."""
@@ -67,6 +89,19 @@ class SampleSettings:
             return False
         start, end = self.feedback_steps if self.feedback_steps is not None else (0, self.num_steps)
         return start <= step < end
+
+    def refreshes_feedback(self, step: int) -> bool:
+        """Whether step ``step`` reads maps rendered right after step ``step - 1`` (else it reuses older
+        ones): every ``feedback_every``-th step from the first that reads feedback."""
+        if not self.uses_feedback(step):
+            return False
+        first = max(1, self.feedback_steps[0] if self.feedback_steps is not None else 0)
+        return (step - first) % self.feedback_every == 0
+
+    def reconstructs_after(self, step: int) -> bool:
+        """Whether G runs after step ``step``: the last step (the output Gaussians) and every step whose
+        next step refreshes its feedback."""
+        return self.feedback and (step == self.num_steps - 1 or self.refreshes_feedback(step + 1))
 
 
 @dataclass
@@ -140,17 +175,24 @@ def turntable(
 
 
 class SamplePipeline:
-    """F, G and SVD's VAE/CLIP composed into Algorithm 2. Owns no weights of its own."""
+    """F, G and SVD's VAE/CLIP composed into Algorithm 2. Owns no weights of its own.
 
-    def __init__(self, models: OuroModels, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.models = models.to(device=device, dtype=dtype).eval()
+    ``offload=True`` keeps the models on the CPU and moves each to ``device`` only for its stage
+    (:class:`~ouro.pipelines.offload.ModelPlacer`): same outputs, less accelerator memory.
+    """
+
+    def __init__(self, models: OuroModels, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 offload: bool = False):
         self.device, self.dtype = torch.device(device), dtype
+        self.placer = ModelPlacer(self.device, offload=offload)
+        self.models = models.to(device="cpu" if self.placer.offload else device, dtype=dtype).eval()
         self.config = models.config
         self.compat = models.compat
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "SamplePipeline":
-        return cls(load_checkpoint(folder, dtype=dtype), device, dtype)
+    def from_checkpoint(cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                        offload: bool = False) -> "SamplePipeline":
+        return cls(load_checkpoint(folder, dtype=dtype), device, dtype, offload)
 
     # ---------------------------------------------------------------------------------- helpers
     def cameras(self) -> tuple[Tensor, Tensor]:
@@ -165,8 +207,14 @@ class SamplePipeline:
         the noise level G is told its views carry (None: clean views).
         """
         images = (x0_images * 0.5 + 0.5).to(self.dtype)  # no clamp, as the public code
+        self.placer.activate(self.models.reconstructor)
         out = self.models.reconstructor(images, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), noise_level(sigma))
         return out.to_gaussians(self.compat)
+
+    def decode(self, latents: Tensor, settings: SampleSettings) -> Tensor:
+        """VAE decode of x0 latents ``[1, V', 4, h, w]`` -> ``[1, V', 3, H, W]`` in about [-1, 1] (float32)."""
+        self.placer.activate(self.models.conditioner.vae)
+        return self.models.conditioner.decode(latents.to(self.models.conditioner.vae.dtype), chunk_frames=settings.decode_chunk)
 
     # ------------------------------------------------------------------------------------- call
     @torch.no_grad()
@@ -189,6 +237,12 @@ class SamplePipeline:
         if settings.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {settings.num_steps}")
         check_seed(settings.seed)
+        if settings.decode_chunk is not None and settings.decode_chunk < 1:
+            raise ValueError(f"decode_chunk must be >= 1, got {settings.decode_chunk}")
+        if settings.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+        if settings.feedback_every < 1:
+            raise ValueError(f"feedback_every must be >= 1, got {settings.feedback_every}")
         generator = torch.Generator(device="cpu").manual_seed(settings.seed)
         if settings.feedback and not cfg.generator.feedback:
             # a model trained without feedback adapters (paper Table 2 rows 1-2): the two-stage baseline
@@ -200,6 +254,7 @@ class SamplePipeline:
         cond_image = torch.nn.functional.interpolate(
             image[None].to(self.device, torch.float32) * 2 - 1, size=(size, size), mode="bilinear", align_corners=False
         )
+        self.placer.activate(m.conditioner)
         clip = m.conditioner.clip_embedding(cond_image).to(self.dtype)  # [1, 1, D]
         noise = torch.randn(cond_image.shape, generator=generator).to(self.device)
         cond_latent = m.conditioner.vae.encode((cond_image + 0.02 * noise).to(m.conditioner.vae.dtype)).latent_dist.mode()
@@ -214,57 +269,65 @@ class SamplePipeline:
         timings["condition"] += tick() - t0
 
         # 3. initial noise
-        sampler = EulerSampler(settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max, sigma_data=cfg.diffusion.sigma_data)
+        sampler = make_sampler(settings.sampler, settings.num_steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max,
+                               sigma_data=cfg.diffusion.sigma_data)
         h = w = size // down
         latents = torch.randn((1, frames, cfg.generator.latent_channels, h, w), generator=generator).to(self.device, torch.float32)
         latents = latents * sampler.init_noise_sigma
         anchored = self.anchors_input(settings.anchor_input)
         if anchored:  # view 0 is the clean input's latent plus this fixed noise at each step's sigma
             vae = m.conditioner.vae
+            self.placer.activate(vae)
             anchor = vae.encode(cond_image.to(vae.dtype)).latent_dist.mode().float() * vae.config.scaling_factor  # [1, C, h, w]
             anchor_noise = latents[:, 0] / sampler.init_noise_sigma
             latents[:, 0] = anchor + sampler.sigmas[0] * anchor_noise
 
-        # 4. denoising loop with 3D feedback
-        maps: FeedbackMaps | None = None
+        # 4. denoising loop with 3D feedback: one pass per F call (module docstring: a step's calls
+        # all read the maps rendered after the step before; G runs after a step's last call)
+        maps: list[Tensor] | None = None  # [rgb, ccm] (adapter order), each [1, V, 3, H, W] in the compute dtype
+        features = None  # the adapters' features of `maps`: encoded once, read by every call until new maps
         gaussians: Gaussians | None = None
         records: list[StepRecord] = []
         fed: dict[int, list[Tensor]] = {}
         zero_features = None
         final_views: Tensor | None = None
-        for i in range(settings.num_steps):
-            sigma = float(sampler.sigmas[i])
+        evaluations = sampler.evaluations
+        for k, ev in enumerate(evaluations):
+            i, sigma = ev.step, ev.sigma
             t0 = tick()
-            x_in = sampler.scale_model_input(latents, i).to(self.dtype)
+            x_in = sampler.scale_model_input(latents, k).to(self.dtype)
             sample = torch.cat([x_in.expand(cond_latent.shape[0], -1, -1, -1, -1), cond_latent], dim=2)
             kwargs = dict(c2w=c2w[None].to(self.dtype), K_norm=K_norm[None].to(self.dtype), compat=self.compat)
+            self.placer.activate(m.generator)
             if settings.uses_feedback(i) and maps is not None:
-                feedback = [t.to(self.dtype) for t in maps.as_list(tuple(cfg.generator.feedback))]
-                if settings.save_intermediate:
-                    fed[i] = [t[0].float().cpu() for t in feedback]
-                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, feedback=feedback, **kwargs).sample
+                if features is None:
+                    features = m.generator.encode_feedback(maps, frames, (h, w), device=self.device)
+                if settings.save_intermediate and i not in fed:
+                    fed[i] = [t[0].float().cpu() for t in maps]
+                model_out = m.generator(sample, ev.timestep, clip, time_ids, adapter_features=features, **kwargs).sample
             else:  # zero maps: their adapter features are the same at every step, so encode once
                 if zero_features is None:
                     zero_features = m.generator.encode_feedback(None, frames, (h, w), device=self.device)
-                model_out = m.generator(sample, sampler.timesteps[i], clip, time_ids, adapter_features=zero_features, **kwargs).sample
+                model_out = m.generator(sample, ev.timestep, clip, time_ids, adapter_features=zero_features, **kwargs).sample
             if guided:
                 model_out = apply_guidance(model_out[:1], model_out[1:], scales)
-            step = sampler.step(model_out.float(), i, latents)
+            step = sampler.step(model_out.float(), k, latents)
+            last = k == len(evaluations) - 1
             if anchored:
                 step.pred_original_sample[:, 0] = anchor
-                step.prev_sample[:, 0] = anchor + sampler.sigmas[i + 1] * anchor_noise
-            # the last Euler step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
-            latents = (step.pred_original_sample if i == settings.num_steps - 1 else step.prev_sample).float()
+                step.prev_sample[:, 0] = anchor + (0.0 if last else evaluations[k + 1].sigma) * anchor_noise
+            # the last step lands on x0 (sigma_next = 0); take it exactly, so the decode below is reusable
+            latents = (step.pred_original_sample if last else step.prev_sample).float()
             timings["unet"] += tick() - t0
+            if not ev.last_in_step:  # Heun's predictor call: the step goes on with the same maps
+                continue
 
-            last = i == settings.num_steps - 1
-            needs_3d = settings.feedback and (last or settings.uses_feedback(i + 1))
+            needs_3d = settings.reconstructs_after(i)
             if needs_3d or settings.save_intermediate:
                 t0 = tick()
-                x0_latents = step.pred_original_sample.to(m.conditioner.vae.dtype)
                 subset = settings.decode_reconstructor_views_only and not last and not settings.save_intermediate
                 views_read = m.reconstructor.select_views(frames) if subset else list(range(frames))
-                x0 = m.conditioner.decode(x0_latents[:, views_read])  # [1, V or 4, 3, H, W]
+                x0 = self.decode(step.pred_original_sample[:, views_read], settings)  # [1, V or 4, 3, H, W]
                 timings["decode"] += tick() - t0
                 if last:  # this decode is the output
                     final_views = x0
@@ -275,10 +338,14 @@ class SamplePipeline:
                     timings["reconstruct"] += tick() - t0
                     if not last or settings.save_intermediate:
                         t0 = tick()
-                        maps = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
+                        rendered = render_feedback(gaussians, c2w[None].to(self.dtype), K_norm[None].to(self.dtype), size, self.compat)
+                        # only what F reads is kept, in the compute dtype (alpha and depth are dropped)
+                        maps = [t.to(self.dtype) for t in rendered.as_list(tuple(cfg.generator.feedback))]
+                        features = None
                         timings["render"] += tick() - t0
                         if record is not None:
-                            record.renders, record.ccm = maps.rgb[0].float().cpu(), maps.ccm[0].float().cpu()
+                            record.renders, record.ccm = rendered.rgb[0].float().cpu(), rendered.ccm[0].float().cpu()
+                        del rendered
                 if record is not None:
                     records.append(record)
             if progress is not None:
@@ -288,7 +355,7 @@ class SamplePipeline:
         views = final_views
         if views is None:
             t0 = tick()
-            views = m.conditioner.decode(latents.to(m.conditioner.vae.dtype))
+            views = self.decode(latents, settings)
             timings["decode"] += tick() - t0
         if not settings.feedback:
             t0 = tick()
@@ -323,12 +390,14 @@ class SamplePipeline:
         settings = replace(settings, guidance=self.guidance(settings), anchor_input=self.anchors_input(settings.anchor_input))
         return {
             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()},
+            "evaluations": num_evaluations(settings.sampler, settings.num_steps),  # F calls per object
             "preset": self.config.name,
             "compat": self.compat,
             "image_size": self.config.generator.image_size,
             "num_views": self.config.camera.num_views,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "offload": self.placer.offload,
         }
 
 
@@ -552,26 +621,28 @@ def load_pipeline(
     checkpoint: Path | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    offload: bool = False,
 ) -> tuple[SamplePipeline, str]:
     """Load the model to sample with: ``(pipeline, description)``.
 
     ``checkpoint`` (an ouro checkpoint folder) wins; otherwise ``official`` needs the public
     weights on disk (``$OURO_WEIGHTS`` or the Hugging Face cache), ``demo`` is the embedded model,
     and ``auto`` takes the public weights when found, else the demo. Raises :class:`ModelNotFound`
-    with what to do when the choice cannot be met.
+    with what to do when the choice cannot be met. ``offload``: see :class:`SamplePipeline`.
     """
     from ouro.io.checkpoint import is_checkpoint
 
     if checkpoint is not None:
         if not Path(checkpoint).is_dir():
             raise ModelNotFound(f"{checkpoint}: no such checkpoint folder")
-        return SamplePipeline.from_checkpoint(checkpoint, device, dtype), f"checkpoint {checkpoint}"
+        return SamplePipeline.from_checkpoint(checkpoint, device, dtype, offload), f"checkpoint {checkpoint}"
     if choice in ("auto", "official"):
         from ouro.io.official import find_official_weights, load_official
 
         found = find_official_weights()
         if found is not None:
-            return SamplePipeline(load_official(found, device=device, dtype=dtype), device, dtype), "the public Ouroboros3D weights"
+            models = load_official(found, device="cpu" if offload else device, dtype=dtype)
+            return SamplePipeline(models, device, dtype, offload), "the public Ouroboros3D weights"
         if choice == "official":
             raise ModelNotFound(
                 "the public Ouroboros3D weights were not found: put mv_model_unet.pth and recon_model.pth "
@@ -584,4 +655,4 @@ def load_pipeline(
             "the embedded demo model is not in this version of ouro; pass --checkpoint DIR (a folder from "
             "`ouro train`) or provide the public weights (see --model official)"
         )
-    return SamplePipeline.from_checkpoint(demo, device, dtype), DEMO_DESCRIPTION
+    return SamplePipeline.from_checkpoint(demo, device, dtype, offload), DEMO_DESCRIPTION

@@ -80,6 +80,7 @@ from .train_config import (
     CONFIG_FORMAT, DEEPSPEED_CONFIG, TrainConfig, default_run_name, init_compat,
     read_run_config, write_run_config,
 )
+from .machines import Machines, check_shared_folder
 from .train_init import build_models_for, models_with
 
 __all__ = [
@@ -490,6 +491,8 @@ def _train(config: TrainConfig, resume: bool, reporter: Reporter, accelerator, m
     if main and not (run / "config.json").is_file():
         write_run_config(config)
     accelerator.wait_for_everyone()
+    if config.num_machines > 1:
+        check_shared_folder(accelerator, run)
 
     # 1. the newest checkpoint (verified before anything is built)
     state: CheckpointState | None = None
@@ -657,16 +660,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch_command(config: TrainConfig, resume: bool = False, port: int | None = None) -> list[str]:
-    """The ``accelerate launch`` argv that starts ``config.gpus`` worker processes of this run.
+def launch_command(config: TrainConfig, resume: bool = False, port: int | None = None,
+                   machines: Machines | None = None) -> list[str]:
+    """The ``accelerate launch`` argv that starts this machine's ``config.gpus`` worker processes of this run.
 
     Data parallel: ``--multi_gpu --num_processes N`` (on a CPU-only machine the workers build
     ``Accelerator(cpu=True)``: gloo; ``--cpu`` would silently start one process). DeepSpeed:
-    ``--use_deepspeed`` with the shipped ZeRO-2 config.
+    ``--use_deepspeed`` with the shipped ZeRO-2 config. Several machines (``machines``, see
+    :mod:`ouro.pipelines.machines`): accelerate's multi-node arguments, ``N = gpus x num_machines``
+    processes in all, DeepSpeed through the ``standard`` (torchrun) multi-node launcher.
     """
+    machines = machines or Machines()
+    if machines.num_machines != config.num_machines:
+        raise ValueError(f"the run spans {config.num_machines} machine(s), the launch {machines.num_machines}")
     run_config = Path(config.output) / "config.json"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.gpus), "--num_machines", "1",
-           "--dynamo_backend", "no", "--main_process_port", str(port or _free_port())]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.gpus * machines.num_machines),
+           "--num_machines", str(machines.num_machines), "--dynamo_backend", "no",
+           "--main_process_port", str(machines.main_process_port or port or _free_port())]
+    if machines.multi:
+        cmd += ["--machine_rank", str(machines.machine_rank), "--main_process_ip", str(machines.main_process_ip)]
+        if config.deepspeed:
+            cmd += ["--deepspeed_multinode_launcher", "standard"]
     cuda = torch.cuda.is_available()
     cmd += ["--mixed_precision", config.mixed_precision if cuda else "no"]
     if config.deepspeed:
@@ -701,15 +715,17 @@ def check_data(config: TrainConfig, frames: bool = True) -> RenderFolderDataset:
 
 
 def train(config: TrainConfig, resume: bool = False, reporter: Reporter | None = None,
-          env: dict[str, str] | None = None, check: bool = True) -> TrainResult | int:
+          env: dict[str, str] | None = None, check: bool = True,
+          machines: Machines | None = None) -> TrainResult | int:
     """Check the data (:func:`check_data`, unless ``check`` is False: the caller did), write
-    ``config.json``, then train: in this process (one process, no DeepSpeed) or through
-    ``accelerate launch`` (returns the launcher's exit code; the workers report themselves)."""
+    ``config.json``, then train: in this process (one process on one machine, no DeepSpeed) or
+    through ``accelerate launch`` (returns the launcher's exit code; the workers report themselves).
+    With several machines, every machine calls this with its own ``machines.machine_rank``."""
     config.check()
     if check:
         check_data(config)
     write_run_config(config)
-    if config.gpus == 1 and not config.deepspeed:
+    if config.gpus == 1 and config.num_machines == 1 and not config.deepspeed:
         return run_training(config, resume, reporter)
-    proc = subprocess.run(launch_command(config, resume), env={**os.environ, **(env or {})}, check=False)
+    proc = subprocess.run(launch_command(config, resume, machines=machines), env={**os.environ, **(env or {})}, check=False)
     return proc.returncode

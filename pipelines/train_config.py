@@ -53,7 +53,8 @@ class TrainConfig:
     kept: str | None = None  #: kept list (``ouro filter``); None = every object
     frame_choice: str = "every2"  #: "every2" (paper) or "linspace" (public code)
     ablation: str = "full"  #: paper Table 2 row: separate, joint, ccm, rgb, full
-    gpus: int = 1  #: processes (one per GPU; CPU processes without a GPU)
+    gpus: int = 1  #: processes per machine (one per GPU; CPU processes without a GPU)
+    num_machines: int = 1  #: machines the run spans (``ouro.pipelines.machines``); processes = gpus x num_machines
     deepspeed: bool = False  #: DeepSpeed ZeRO-2 with the shipped config
     mixed_precision: str = "fp16"  #: no, fp16 (paper), bf16; forced to "no" on CPU
     max_steps: int = 30_000  #: optimiser steps
@@ -121,7 +122,7 @@ class TrainConfig:
             raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
         if self.frame_choice not in FRAME_CHOICES:
             raise ValueError(f"frame_choice must be every2 or linspace, got {self.frame_choice!r}")
-        for name in ("gpus", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
+        for name in ("gpus", "num_machines", "max_steps", "batch_size", "grad_accum", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "checkpoints_total_limit", "sample_every", "workers"):

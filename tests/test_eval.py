@@ -588,3 +588,90 @@ def test_mesh_option_fuses_the_splats_and_scores_the_mesh(world):
     row = _rows(out)["Chicken_Toy"]
     assert float(row["chamfer_mesh"]) > 0 and 0 <= float(row["fscore0.1_mesh"]) <= 1
     assert "| fused mesh | 1 |" in (out / "report.md").read_text()
+
+
+# -- sharded evaluation -----------------------------------------------------------------------------
+def test_shards_split_the_list_and_bad_shards_exit_2(tmp_path):
+    from ouro.pipelines.eval_shards import Shard, ShardError, parse_shard, shard_names
+
+    names = [f"obj{i}" for i in range(7)]
+    parts = [shard_names(names, Shard(i, 3)) for i in range(3)]
+    assert parts == [["obj0", "obj3", "obj6"], ["obj1", "obj4"], ["obj2", "obj5"]]
+    assert sorted(sum(parts, [])) == names
+    assert parse_shard(" 1 / 4 ") == Shard(1, 4)
+    for bad in ("4/4", "1", "a/b", "-1/2", "0/0"):
+        with pytest.raises(ShardError):
+            parse_shard(bad)
+    with pytest.raises(ShardError, match="at most 7 shards"):
+        shard_names(names, Shard(0, 8))
+    objects = tmp_path / "objects.txt"
+    objects.write_text("Chicken_Toy\nBasket_Ball\n")
+    for args, message in [(["--shard", "2/2"], "need 0 <= I < N"), (["--shard", "0/3"], "at most 2 shards"),
+                          (["--merge", "--shard", "0/2"], "without --shard"), (["--merge"], "no shard-I-of-N folders")]:
+        result = runner.invoke(app, ["eval-gso", "--objects", str(objects), "--predictions", str(tmp_path), "-o", str(tmp_path / "out"), *args])
+        assert result.exit_code == 2 and message in one_line_error(result), (args, result.output)
+    # a merge needs every shard finished, all of the same split
+    (tmp_path / "out" / "shard-0-of-2").mkdir(parents=True)
+    (tmp_path / "out" / "shard-0-of-2" / "shard.json").write_text(json.dumps({"index": 0, "count": 2, "objects": ["a", "b"]}))
+    result = runner.invoke(app, ["eval-gso", "--merge", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "shard(s) 1/2 not finished" in one_line_error(result) and "--shard 1/2" in result.output
+    (tmp_path / "out" / "shard-0-of-3").mkdir()
+    result = runner.invoke(app, ["eval-gso", "--merge", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "different splits (N=2, N=3)" in one_line_error(result)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shard-0-of-2", "shard-0-of-3"]  # nothing written
+
+
+@pytest.mark.slow
+def test_two_shards_merged_equal_the_unsharded_run(world, tmp_path):
+    """`--shard 0/2` and `--shard 1/2`, then `--merge`, against a fresh unsharded run (all sharing the
+    first run's ground truth): the same summary (all but `run`, what each invocation did), the same
+    metrics.csv and report.md."""
+    def with_output(folder: Path) -> list[str]:
+        args = list(world["args"])
+        args[args.index("-o") + 1] = str(folder)
+        return args + ["--gt-dir", str(world["out"] / "gt")]
+
+    out = tmp_path / "unsharded"
+    unsharded = runner.invoke(app, with_output(out), env=world["env"])
+    assert unsharded.exit_code == 1 and "scored 2 of 3 objects (2 new" in unsharded.output, unsharded.output
+    sharded = tmp_path / "sharded"
+    args = with_output(sharded)
+    first = runner.invoke(app, args + ["--shard", "0/2"], env=world["env"])  # Chicken_Toy and the missing object
+    assert first.exit_code == 1 and "scored 1 of 2 objects (1 new" in first.output, first.output
+    second = runner.invoke(app, args + ["--shard", "1/2"], env=world["env"])  # Basket_Ball
+    assert second.exit_code == 0 and "scored 1 of 1 objects (1 new" in second.output, second.output
+    again = runner.invoke(app, args + ["--shard", "1/2"], env=world["env"])  # resume works per shard
+    assert again.exit_code == 0 and "(0 new, 1 reused" in again.output and "ground truth: 0 rendered" in again.output
+    assert json.loads((sharded / "shard-1-of-2" / "shard.json").read_text())["shard_objects"] == ["Basket_Ball"]
+
+    merged = runner.invoke(app, ["eval-gso", "--merge", "-o", str(sharded)])
+    assert merged.exit_code == 1 and "merged 2 shards: scored 2 of 3 objects (1 failed)" in merged.output, merged.output
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (sharded, out))
+    # run: the shards' last invocations summed (shard 0 sampled its object, shard 1's rerun reused its)
+    assert mine["run"]["shards"] == 2 and mine["run"]["sampled"] == 1 and mine["run"]["reused"] == 1
+    assert {k: v for k, v in mine.items() if k != "run"} == {k: v for k, v in theirs.items() if k != "run"}
+    assert (sharded / "metrics.csv").read_text() == (out / "metrics.csv").read_text()
+    assert (sharded / "report.md").read_text() == (out / "report.md").read_text()
+    assert (sharded / "objects" / "Basket_Ball" / "strip.png").is_file()  # the report's links resolve
+    assert json.loads((sharded / "run.json").read_text())["key"] == json.loads((out / "run.json").read_text())["key"]
+
+
+@pytest.mark.slow
+def test_sampling_options_are_recorded_and_keep_runs_apart(world, tmp_path):
+    out = tmp_path / "dpm"
+    args = [str(out) if a == str(world["out"]) else a for a in world["args"]]
+    args += ["--gt-dir", str(world["out"] / "gt"), "--no-download", "--sampler", "dpm++2m", "--feedback-every", "2"]
+    result = runner.invoke(app, args, env=world["env"])
+    assert result.exit_code == 1 and "scored 2 of 3 objects" in result.output, result.output
+    key = json.loads((out / "run.json").read_text())["key"]
+    assert (key["sampler"], key["feedback_every"], key["steps"]) == ("dpm++2m", 2, 2)
+    assert "fast" not in key and "speed" not in key  # defaults stay out of the key ...
+    assert "sampler" not in json.loads((world["out"] / "run.json").read_text())["key"]  # ... so older runs still match
+    settings = json.loads((out / "summary.json").read_text())["settings"]
+    assert (settings["sampler"], settings["feedback_every"], settings["fast"], settings["speed"]) == ("dpm++2m", 2, False, None)
+    assert "sampler dpm++2m, feedback_every 2" in (out / "report.md").read_text()
+    # the default run's folder refuses these settings; --speed refuses the options it fixes
+    refused = runner.invoke(app, [*world["args"], "--sampler", "heun"], env=world["env"])
+    assert refused.exit_code == 2 and "sampler" in one_line_error(refused)
+    both = runner.invoke(app, [*args[:-4], "--speed", "fast"], env=world["env"])
+    assert both.exit_code == 2 and "--speed fast fixes" in one_line_error(both) and "--steps" in one_line_error(both)

@@ -41,8 +41,13 @@ def test_raster_estimate_follows_its_formula(flops):
     assert total == pytest.approx(2 * (32**2 * k * 30 + 100 * 200 + 32**2 * 25))
 
 
-def test_per_object_accounting_at_tiny(flops):
-    c = flops.component_flops("tiny")
+@pytest.fixture(scope="module")
+def tiny_components(flops):
+    return flops.component_flops("tiny")
+
+
+def test_per_object_accounting_at_tiny(flops, tiny_components):
+    c = tiny_components
     assert all(v > 0 for v in c.values()), c
     # a guided call is two single calls (the public code also runs the camera MLPs twice)
     assert c["unet_b2_public"] == 2 * c["unet_b1"]
@@ -61,3 +66,24 @@ def test_per_object_accounting_at_tiny(flops):
     assert b["render"] == pytest.approx((steps - 1) * c["raster"])
     assert a["total"] > b["total"] > totals["b-fast"]["total"] > totals["b-fast-10"]["total"]
     assert sum(v for k, v in b.items() if k != "total") == pytest.approx(b["total"])
+
+
+def test_sampler_settings_are_counted_as_the_pipeline_runs_them(flops, tiny_components):
+    c = tiny_components
+    adapters = c["adapter_rgb_b1"] + c["adapter_ccm_b1"]
+    # Heun, 3 steps: 5 guided UNet calls; G (decode + LGM) once per step; maps after steps 0 and 1
+    heun = flops.per_object(c, flops.Schedule("h", "h", sampler="heun", steps=3))
+    assert heun["unet"] == pytest.approx(5 * c["unet_b2"])
+    assert heun["adapters"] == pytest.approx(2 * adapters + c["adapter_zero"])
+    assert (heun["decode"], heun["lgm"], heun["render"]) == pytest.approx((3 * c["vae_decode_8"], 3 * c["lgm"], 2 * c["raster"]))
+    # DPM-Solver++(2M) costs what Euler does at the same steps
+    assert flops.per_object(c, flops.Schedule("d", "d", sampler="dpm++2m", steps=4))["total"] == pytest.approx(
+        flops.per_object(c, flops.Schedule("e", "e", steps=4))["total"])
+    # Euler 6, maps refreshed every 2nd step (steps 1, 3, 5): G after steps 0, 2, 4 and 5
+    sparse = flops.per_object(c, flops.Schedule("s", "s", steps=6, feedback_every=2))
+    assert sparse["unet"] == pytest.approx(6 * c["unet_b2"])
+    assert sparse["adapters"] == pytest.approx(3 * adapters + c["adapter_zero"])
+    assert (sparse["decode"], sparse["lgm"], sparse["render"]) == pytest.approx((4 * c["vae_decode_8"], 4 * c["lgm"], 3 * c["raster"]))
+    # K = 1 is the existing (b-full) count
+    assert flops.per_object(c, flops.Schedule("k", "k", feedback_every=1), steps=5) == flops.per_object(c, flops.SCHEDULES[1], steps=5)
+    assert {s.name for s in flops.SAMPLING_GRID} >= {"euler-20", "heun-5", "dpm-10", "every-2", "window-8", "fast"}

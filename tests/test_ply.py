@@ -1,5 +1,7 @@
 """3DGS PLY: exact round trip, standard header, pruning, clear errors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,9 @@ def test_write_then_read_is_exact(tmp_path):
     expected = gaussians_to_ply_arrays(gs)
     for name in STANDARD:
         assert np.array_equal(stored[name], expected[name]), name
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not a temp file's 0600
     # reading and writing again gives the same bytes
     again = tmp_path / "again.ply"
     write_ply(again, read_ply(path, dtype=torch.float64), prune_opacity=None)

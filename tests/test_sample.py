@@ -331,3 +331,90 @@ def test_mesh_flag_with_a_texture_writes_a_textured_glb(tmp_path):
     assert isinstance(mesh.visual, trimesh.visual.TextureVisuals) and mesh.visual.uv.shape == (len(mesh.vertices), 2)
     assert mesh.visual.material.baseColorTexture.size == (64, 64)
     assert json.loads((out / "meta.json").read_text())["outputs"]["mesh_texture"] == 64
+
+def _device_log(models, log: list):
+    """Forward pre-hooks recording, per model call, the device of every model's first parameter."""
+    parts = {"F": models.generator, "G": models.reconstructor, "vae": models.conditioner.vae, "clip": models.conditioner.image_encoder}
+
+    def hook(name):
+        def record(module, args):
+            log.append((name, {k: next(m.parameters()).device.type for k, m in parts.items()}))
+        return record
+
+    return [m.register_forward_pre_hook(hook(name)) for name, m in parts.items()]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_offload_gives_identical_outputs_with_one_model_resident(image, device):
+    """`--offload`: each stage's model is moved to the device for its stage and the one before goes back to the CPU.
+
+    On a CPU-only machine the moves are within the CPU: this checks which model the pipeline makes
+    resident at each stage and that the outputs are bit-identical; on CUDA it also checks that the
+    idle models really are on the CPU while another one runs.
+    """
+    settings = SampleSettings(num_steps=3, seed=2, decode_chunk=4)
+    plain = SamplePipeline(make_tiny_models(), device)
+    offloaded = SamplePipeline(make_tiny_models(), device, offload=True)
+    log: list = []
+    hooks = _device_log(offloaded.models, log)
+    try:
+        a, b = plain(image, settings), offloaded(image, settings)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.equal(a.views, b.views) and torch.equal(a.gaussians.means, b.gaussians.means)
+    assert torch.equal(a.gaussians.opacities, b.gaussians.opacities)
+    # stages in order: condition (CLIP + VAE encoder), then per step F, and VAE decode + G while feedback is needed
+    assert list(offloaded.placer.history) == ["SVDConditioner"] + ["MultiViewUNet", "AutoencoderKLTemporalDecoder", "Reconstructor"] * 3
+    assert offloaded.placer.offload and isinstance(offloaded.placer.resident, torch.nn.Module)
+    here = torch.device(device).type
+    for name, devices in log:
+        assert devices[name] == here, (name, devices)
+        if here != "cpu":  # the idle models wait on the CPU (the VAE and CLIP share the conditioning stage)
+            idle = {k for k in devices if k != name and not {k, name} <= {"vae", "clip"}}
+            assert all(devices[k] == "cpu" for k in idle), (name, devices)
+    offloaded.placer.release()
+    assert offloaded.placer.resident is None
+    assert all(next(m.parameters()).device.type == "cpu" for m in (offloaded.models.generator, offloaded.models.reconstructor))
+
+
+def test_decode_chunk_option_reaches_the_vae_and_is_recorded(tiny_checkpoint, tmp_path):
+    src = object_image(tmp_path / "duck.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sample", str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--steps", "2",
+                                 "--video-frames", "2", "--decode-chunk", "3", "--offload", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["settings"]["decode_chunk"] == 3 and meta["offload"] is True
+    result = runner.invoke(app, ["sample", str(src), "-o", str(tmp_path / "bad"), "--checkpoint", str(tiny_checkpoint), "--decode-chunk", "0"])
+    assert result.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_decode_chunk_decodes_views_in_chunks(pipe, image):
+    sizes = []
+    hook = pipe.models.conditioner.vae.decoder.register_forward_pre_hook(lambda mod, args, kw: sizes.append(args[0].shape[0]), with_kwargs=True)
+    try:
+        pipe(image, SampleSettings(num_steps=2, seed=1, decode_chunk=3))
+    finally:
+        hook.remove()
+    assert sizes == [3, 3, 2] * 2  # two steps, each decoding its 8 views as 3 + 3 + 2
+
+
+def test_feedback_maps_reach_f_in_the_compute_dtype(image):
+    """The rendered maps are kept as F's two inputs in the compute dtype (bfloat16 here), not float32."""
+    pipe = SamplePipeline(make_tiny_models(), "cpu", torch.bfloat16)
+    seen = []
+    generator = pipe.models.generator
+    encode = generator.encode_feedback
+
+    def recording(feedback, *args, **kwargs):  # records what the adapters are fed, then encodes it as before
+        seen.append([t.dtype for t in feedback or []])
+        return encode(feedback, *args, **kwargs)
+
+    generator.encode_feedback = recording
+    try:
+        out = pipe(image, SampleSettings(num_steps=3, seed=0))
+    finally:
+        del generator.encode_feedback
+    assert seen == [[], [torch.bfloat16] * 2, [torch.bfloat16] * 2]  # step 0: zero maps (encoded once)
+    assert out.views.dtype == torch.float32 and bool(out.views.isfinite().all())

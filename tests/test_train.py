@@ -573,3 +573,93 @@ def test_init_official_from_a_checkpoint_without_adapters(tmp_path, tiny_checkpo
     state.pop(next(k for k in state if k.startswith("generator.unet.")))
     with pytest.raises(CheckpointError, match="1 tensors missing or unexpected"):
         _models_with_fresh_adapters(ckpt.config, state, ("rgb", "ccm"))
+
+
+# ------------------------------------------------------------------------------- several machines
+def test_machines_come_from_options_then_slurm_then_torchrun_variables():
+    from ouro.pipelines.machines import DEFAULT_PORT, Machines, resolve_machines
+
+    assert resolve_machines(env={}) == Machines(1, 0, None, None)
+    slurm = {"SLURM_NNODES": "4", "SLURM_NODEID": "2", "MASTER_ADDR": "node001", "MASTER_PORT": "6000", "NNODES": "9"}
+    assert resolve_machines(env=slurm) == Machines(4, 2, "node001", 6000)
+    assert resolve_machines(env={"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"}) == Machines(2, 1, "10.0.0.1", DEFAULT_PORT)
+    # options win over the environment
+    assert resolve_machines(2, 0, "head", 1234, env=slurm) == Machines(2, 0, "head", 1234)
+    assert resolve_machines(env={}, default_num_machines=3, machine_rank=1, main_process_ip="h") == Machines(3, 1, "h", DEFAULT_PORT)
+    for kwargs, message in [
+        (dict(num_machines=2, machine_rank=2, main_process_ip="h"), "--machine-rank 2: the machine rank must be 0 .. 1"),
+        (dict(env={"SLURM_NNODES": "2", "SLURM_NODEID": "5", "MASTER_ADDR": "h"}), r"\$SLURM_NODEID 5"),
+        (dict(num_machines=2, machine_rank=1), "--main-process-ip HOST"),
+        (dict(env={"NNODES": "two"}), r"\$NNODES='two' is not a whole number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            resolve_machines(**{"env": {}, **kwargs})
+
+
+def test_launch_command_uses_accelerates_own_multi_node_arguments(tmp_path):
+    from ouro.pipelines.machines import Machines
+    from ouro.pipelines.train import launch_command
+
+    config = tiny_config(tmp_path, tmp_path / "run", gpus=8, num_machines=2)
+    cmd = launch_command(config, machines=Machines(2, 1, "10.1.2.3", 29555))
+    flags = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
+    assert flags["--num_processes"] == "16" and flags["--num_machines"] == "2" and flags["--machine_rank"] == "1"
+    assert flags["--main_process_ip"] == "10.1.2.3" and flags["--main_process_port"] == "29555"
+    ds = launch_command(dataclasses.replace(config, deepspeed=True), machines=Machines(2, 0, "10.1.2.3", 29555))
+    assert ds[ds.index("--deepspeed_multinode_launcher") + 1] == "standard"  # every machine launches its own ranks, no SSH
+    one = launch_command(dataclasses.replace(config, num_machines=1), port=29001)
+    assert "--machine_rank" not in one and one[one.index("--num_processes") + 1] == "8" and one[one.index("--num_machines") + 1] == "1"
+    with pytest.raises(ValueError, match="spans 2 machine"):
+        launch_command(config, machines=Machines())
+
+
+def test_cli_several_machines_need_the_main_address_and_a_run_folder(renders, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("SLURM_NNODES", "SLURM_NODEID", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    base = ["train", "--preset", "tiny", "--data", str(renders)]
+    out = runner.invoke(app, base + ["-o", "run", "--num-machines", "2", "--machine-rank", "1"])
+    assert out.exit_code == 2 and "--main-process-ip HOST" in out.output
+    out = runner.invoke(app, base + ["--num-machines", "2", "--main-process-ip", "127.0.0.1"])
+    assert out.exit_code == 2 and "all machines share" in out.output
+    out = runner.invoke(app, base + ["-o", "run", "--num-machines", "2", "--machine-rank", "2", "--main-process-ip", "h"])
+    assert out.exit_code == 2 and "--machine-rank 2" in out.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_machines_on_localhost_match_one_machine(renders, tmp_path):
+    """`--num-machines 2` on this one host: two `ouro train` commands (machine ranks 0 and 1, one
+    gloo process each) through accelerate's multi-node launch, 2 steps, against one machine with the
+    same total batch (`--gpus 2`, batch 1 each; test_two_processes_average_gradients shows that run
+    equals one process with batch 2): the same losses and the same weights, bit for bit."""
+    import socket as socket_lib
+
+    common = ["train", "--preset", "tiny", "--data", str(renders), "--max-steps", "2", "--batch-size", "1", "--lr", "1e-3",
+              "--lpips-weight", "0", "--sample-every", "0", "--workers", "0", "--mixed-precision", "no"]
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_NNODES", "SLURM_NODEID", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    with socket_lib.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = tmp_path / "two-machines"
+    args = [OURO, *common, "-o", str(run), "--gpus", "1", "--num-machines", "2", "--main-process-ip", "127.0.0.1",
+            "--main-process-port", str(port)]
+    machines = [subprocess.Popen(args + ["--machine-rank", str(r)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for r in (0, 1)]
+    outputs = [m.communicate(timeout=900) for m in machines]
+    for m, (_, err) in zip(machines, outputs):
+        assert m.returncode == 0, err[-3000:]
+    assert "on machine 1 of 2 (main: 127.0.0.1:" in " ".join(outputs[1][1].split())  # Rich wraps long lines
+    info = json.loads((run / "final" / "training.json").read_text())
+    assert info["world_size"] == 2 and info["params_in_sync"] is True
+    assert read_run_config(run / "config.json").num_machines == 2
+    two = metrics(run)
+    assert [r["step"] for r in two] == [1, 2] and all(r["world_size"] == 2 for r in two)
+
+    single = tmp_path / "one-machine"
+    done = subprocess.run([OURO, *common, "-o", str(single), "--gpus", "2"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["loss"] for r in two] == [r["loss"] for r in metrics(single)]
+    w2, w1 = weights(run / "final"), weights(single / "final")
+    assert all(torch.equal(w2[k], w1[k]) for k in w1)

@@ -38,6 +38,8 @@ from .edm import denoised, precondition
 __all__ = [
     "svd_scheduler_config",
     "karras_sigmas",
+    "Evaluation",
+    "StepOutput",
     "EulerStepOutput",
     "EulerSampler",
     "guidance_scales",
@@ -86,11 +88,28 @@ def karras_sigmas(
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
-class EulerStepOutput(NamedTuple):
-    """One Euler step; unpacks as ``prev_sample, pred_original_sample``."""
+class Evaluation(NamedTuple):
+    """One call of the denoiser F in a sampler's schedule (``sampler.evaluations[k]``).
 
-    prev_sample: Tensor  # [B, ...] sample at sigmas[i + 1], in model_output's dtype
-    pred_original_sample: Tensor  # [B, ...] x0 estimate at sigmas[i], float32
+    Every sampler of :mod:`ouro.diffusion` indexes ``scale_model_input`` and ``step`` by the
+    evaluation ``k``; for Euler and DPM-Solver++(2M) (one call per step) ``k`` is the step index.
+    """
+
+    step: int  #: the sampler step ``i`` the call belongs to (``0 .. num_steps - 1``)
+    sigma: float  #: noise level of the sample F reads
+    timestep: Tensor  #: ``[]`` float32, ``0.25 ln sigma`` (EDM's c_noise): the UNet's and LGM's ``t``
+    last_in_step: bool  #: this call completes step ``i``: its x0 is the step's estimate
+
+
+class StepOutput(NamedTuple):
+    """One sampler update after evaluation ``k``; unpacks as ``prev_sample, pred_original_sample``."""
+
+    prev_sample: Tensor  # [B, ...] the sample evaluation k + 1 reads (after the last: the result), in model_output's dtype
+    pred_original_sample: Tensor  # [B, ...] x0 estimate D of evaluation k, float32
+
+
+#: Euler's name for :class:`StepOutput` (``prev_sample`` at ``sigmas[i + 1]``, x0 at ``sigmas[i]``).
+EulerStepOutput = StepOutput
 
 
 class EulerSampler:
@@ -123,6 +142,16 @@ class EulerSampler:
         self.timesteps = 0.25 * self.sigmas[:-1].log()
         # diffusers, timestep_spacing "leading": sqrt(max(sigmas)^2 + 1) in float32
         self.init_noise_sigma = float((self.sigmas.max() ** 2 + 1) ** 0.5)
+
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        """One F call per step: ``Evaluation(i, sigmas[i], timesteps[i], True)``."""
+        return [Evaluation(i, float(self.sigmas[i]), self.timesteps[i], True) for i in range(self.num_steps)]
+
+    @property
+    def num_evaluations(self) -> int:
+        """F calls per sample: ``num_steps``."""
+        return self.num_steps
 
     @property
     def config(self) -> dict[str, Any]:

@@ -165,18 +165,24 @@ class SVDConditioner(nn.Module):
     def decode(self, latents: Tensor, chunk_frames: int | None = None) -> Tensor:
         """Scaled latents ``[B, F, 4, h, w]`` -> images ``[B, F, 3, 8h, 8w]`` in about [-1, 1] (float32, not clamped).
 
-        The temporal decoder mixes the frames of one chunk; chunks default to one object's ``F``
-        frames (as SVD decodes), and must divide ``F`` so objects never share a chunk. Decoding a
-        subset of views (e.g. the 4 the reconstructor reads) passes ``[B, 4, ...]``.
+        ``chunk_frames``: frames per VAE call, as SVD's ``decode_chunk_size`` (None: all ``F`` frames
+        of an object in one call, as SVD decodes by default). Chunks never mix objects; the last
+        chunk of an object may be shorter. **Chunking changes the frames**: the temporal decoder
+        mixes the frames of one call (3-tap temporal convolutions, and GroupNorm statistics taken
+        over all frames of the call), so a frame decoded beside 1 other frame differs from the
+        same frame decoded beside 7 (SVD's pipeline: "higher chunk size leads to better temporal
+        consistency"). A chunk of ``F`` or more is exactly one decode. Decoding a subset of views
+        (e.g. the 4 the reconstructor reads) passes ``[B, 4, ...]``.
         """
         b, f = latents.shape[:2]
-        chunk_frames = chunk_frames or f
-        if f % chunk_frames:
-            raise ValueError(f"chunk_frames={chunk_frames} must divide the {f} frames per object")
-        flat = latents.flatten(0, 1).to(self.vae.dtype) / self.vae.config.scaling_factor
+        chunk_frames = min(chunk_frames or f, f)
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        scaled = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
         out = [
-            self.vae.decode(flat[i : i + chunk_frames], num_frames=flat[i : i + chunk_frames].shape[0]).sample
-            for i in range(0, flat.shape[0], chunk_frames)
+            self.vae.decode(scaled[i, j : j + chunk_frames], num_frames=scaled[i, j : j + chunk_frames].shape[0]).sample
+            for i in range(b)
+            for j in range(0, f, chunk_frames)
         ]
         return torch.cat(out).float().reshape(b, f, *out[0].shape[1:])
 
