@@ -34,7 +34,10 @@ Both are computed by torchmetrics' functional metrics (``peak_signal_noise_ratio
 only fixes the per-image reduction, the cap and the ``"valid"`` border, which torchmetrics >= 1.4.2
 no longer offers: it is the mean of torchmetrics' full SSIM map with the window radius cropped off
 each side (the map at those positions only sees pixels inside the image, so it is exactly the
-unpadded computation).
+unpadded computation). Images are handed to torchmetrics in float64 and the values returned in the
+input's float dtype (float32 for half): torchmetrics convolves with the full 11 x 11 window, whose
+float32 rounding would put SSIM of identical images with flat regions (white backgrounds) near
+``1 - 2e-6`` instead of 1; in float64 every value is the exact one rounded once.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
 def _float(x: Tensor) -> Tensor:
     """At least float32 (half inputs are upcast; float64 stays float64)."""
     return x.float() if x.dtype not in (torch.float32, torch.float64) else x
+
+
+def _as_images(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., C, H, W]`` -> ``[B, C, H, W]`` in float64, as torchmetrics gets them (see the module docstring)."""
+    c, h, w = pred.shape[-3:]
+    return pred.double().reshape(-1, c, h, w), target.double().reshape(-1, c, h, w)
 
 
 def mse(
@@ -97,10 +106,9 @@ def psnr(
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     _check_pair(pred, target)
-    *batch, c, h, w = pred.shape
-    # [..., C, H, W] -> [B, C, H, W]: one value per image
-    x, y = _float(pred).reshape(-1, c, h, w), _float(target).reshape(-1, c, h, w)
-    out = peak_signal_noise_ratio(x, y, data_range=data_range, reduction="none", dim=(1, 2, 3)).reshape(batch)
+    x, y = _as_images(pred, target)
+    out = peak_signal_noise_ratio(x, y, data_range=data_range, reduction="none", dim=(1, 2, 3))  # [B]
+    out = out.reshape(pred.shape[:-3]).to(_float(pred).dtype)
     return out if max_db is None else out.clamp(max=max_db)
 
 
@@ -148,13 +156,14 @@ def ssim(
         raise ValueError(f"images must be larger than {pad} pixels for border='reflect', got {h}x{w}")
     if border == "valid" and min(h, w) < window:
         raise ValueError(f"images must be at least {window}x{window} for border='valid', got {h}x{w}")
-    # [..., C, H, W] -> [B, C, H, W]
-    x, y = _float(pred).reshape(-1, c, h, w), _float(target).reshape(-1, c, h, w)
+    x, y = _as_images(pred, target)
     if data_range is None:  # over the whole input, as one torchmetrics update (torchmetrics wants a float here)
         data_range = max((x.max() - x.min()).item(), (y.max() - y.min()).item())
     kwargs = dict(gaussian_kernel=True, sigma=sigma, kernel_size=window, data_range=data_range, k1=k1, k2=k2,
                   reduction="none")
     if border == "reflect":
-        return structural_similarity_index_measure(x, y, **kwargs).reshape(batch)
-    _, ssim_map = structural_similarity_index_measure(x, y, return_full_image=True, **kwargs)  # [B, C, H, W]
-    return ssim_map[..., pad:-pad, pad:-pad].mean(dim=(-3, -2, -1)).reshape(batch)
+        out = structural_similarity_index_measure(x, y, **kwargs)  # [B]
+    else:
+        _, ssim_map = structural_similarity_index_measure(x, y, return_full_image=True, **kwargs)  # [B, C, H, W]
+        out = ssim_map[..., pad:-pad, pad:-pad].mean(dim=(-3, -2, -1))
+    return out.reshape(batch).to(_float(pred).dtype)
