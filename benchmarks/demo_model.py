@@ -309,7 +309,7 @@ def reconstruct_gt(checkpoint: Path | None, gt_root: Path, objects: Path, out: P
     import torch
 
     from ouro.gaussians.ply import write_ply
-    from ouro.pipelines.evaluate import EvalCameras, _write_views, load_ground_truth
+    from ouro.pipelines.evaluate import EvalCameras, load_ground_truth, write_views
     from ouro.pipelines.sample import SamplePipeline, demo_checkpoint
 
     torch.set_num_threads(1)
@@ -322,7 +322,7 @@ def reconstruct_gt(checkpoint: Path | None, gt_root: Path, objects: Path, out: P
         gt, _ = load_ground_truth(gt_root / uid, cams, size)  # [8, 3, S, S] in [0, 1]
         with torch.no_grad():
             gaussians = pipe.reconstruct(gt[None].to(pipe.device) * 2 - 1, c2w, K_norm, sigma)
-        _write_views(out / uid / "views", gt)  # eval-gso's own PNG writer
+        write_views(out / uid / "views", gt)  # eval-gso's own PNG writer
         write_ply(out / uid / "gaussians.ply", gaussians.batch_item(0).to(device="cpu", dtype=torch.float32))
     print(f"G on the ground-truth views ({'clean' if sigma is None else f'noise level {sigma:g}'}) of {len(uids)} "
           f"objects -> {out} (score with `ouro eval-gso --predictions {out}`)")

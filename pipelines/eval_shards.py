@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from ouro.io.files import write_text_atomic
+
 from .eval_report import CSV_FILE, REPORT, SUMMARY, report_markdown, summarise, write_csv
 
 __all__ = ["SHARD_FILE", "Shard", "ShardError", "MergeResult", "parse_shard", "shard_names", "shard_folder", "check_shard_info",
@@ -92,7 +94,7 @@ def write_shard_info(folder: Path, shard: Shard, names: Sequence[str]) -> Path:
     data = {"format": SHARD_FORMAT, "index": shard.index, "count": shard.count, "objects": list(names),
             "shard_objects": shard_names(names, shard)}
     path = folder / SHARD_FILE
-    _write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
     return path
 
 
@@ -195,11 +197,11 @@ def merge_shards(output: Path) -> MergeResult:
         if (folders[i] / _OBJECTS / name).is_dir():
             os.symlink(Path("..") / folders[i].name / _OBJECTS / name, link, target_is_directory=True)
     if top is None:
-        _write_text_atomic(output / _RUN, json.dumps({**runs[0], "merged_from": [folders[i].name for i in range(count)]}, indent=1) + "\n")
+        write_text_atomic(output / _RUN, json.dumps({**runs[0], "merged_from": [folders[i].name for i in range(count)]}, indent=1) + "\n")
     write_csv(output / CSV_FILE, rows, thresholds)
-    _write_text_atomic(output / SUMMARY, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(output / SUMMARY, json.dumps(summary, indent=1, allow_nan=False) + "\n")
     settings = summary["settings"]
-    _write_text_atomic(output / REPORT, report_markdown(summary, rows, summary["method"], settings["resolution"],
+    write_text_atomic(output / REPORT, report_markdown(summary, rows, summary["method"], settings["resolution"],
                                                         settings_line(settings), _OBJECTS))
     return MergeResult(output, count, names, summary, failed)
 
@@ -256,8 +258,4 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 

@@ -43,8 +43,8 @@ import numpy as np
 
 import ouro
 from ouro.data.ids import read_id_list
+from ouro.io.files import clean_stale_staging, remove_staging_area, staging_folder
 from ouro.pipelines.choices import UP_AXES
-from ouro.pipelines.render import pid_alive
 
 __all__ = [
     "COLLECTION_PAGE",
@@ -202,14 +202,8 @@ def _find_object_root(folder: Path) -> Path | None:
     return None
 
 
-def _clean_stale_downloads(root: Path) -> None:
-    staging = root / ".download"
-    if not staging.is_dir():
-        return
-    for entry in staging.iterdir():
-        pid = entry.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
+#: Where downloads are unpacked (``<root>/.download/<name>.<host>.<pid>``) before the rename into place.
+_DOWNLOADS = ".download"
 
 
 def download_object(
@@ -231,9 +225,7 @@ def download_object(
     root = Path(root)
     url = object_url(name, base_url)
     target = root / name
-    staging = root / ".download" / f"{name}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(root, name, _DOWNLOADS)
     try:
         archive = staging / "archive.zip"
         request = urllib.request.Request(url, headers={"User-Agent": f"ouro/{ouro.__version__}"})
@@ -275,10 +267,7 @@ def download_object(
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        try:
-            (root / ".download").rmdir()
-        except OSError:
-            pass
+        remove_staging_area(root, _DOWNLOADS)
 
 
 @dataclass
@@ -334,7 +323,7 @@ def ensure_objects(
         for name in todo:
             result.missing[name] = f"not in {root}, and cannot download: {e}"
         return result
-    _clean_stale_downloads(root)
+    clean_stale_staging(root, _DOWNLOADS)
     for name in todo:
         if result.network_error is not None:
             result.missing[name] = f"not in {root}; archive unreachable"

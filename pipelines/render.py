@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -68,7 +67,15 @@ from ouro.geometry.cameras import (
 )
 from ouro.geometry.coordinate_maps import unproject_depth
 from ouro.data.ids import is_safe_id
-from ouro.io.files import file_sha256, write_text_atomic
+from ouro.io.files import (
+    STAGING,
+    clean_stale_staging,
+    file_sha256,
+    host_name,
+    remove_staging_area,
+    staging_folder,
+    write_text_atomic,
+)
 from ouro.paths import cache_dir
 
 from .choices import ENGINES, NORMALIZE_MODES
@@ -92,7 +99,6 @@ __all__ = [
 DATA_DIR = Path(ouro.__file__).resolve().parent / "data"
 WORKER = DATA_DIR / "blender_worker.py"
 LAUNCHER = DATA_DIR / "bproc_launcher.py"
-STAGING = ".staging"
 FAILURES = "failures.jsonl"
 META = "meta.json"
 #: XYZ maps encode ``[-XYZ_BOUND, XYZ_BOUND]^3`` (object units) onto 0..65535.
@@ -246,33 +252,6 @@ def finished_uids(out: Path) -> set[str]:
     if not out.is_dir():
         return set()
     return {p.name for p in out.iterdir() if not p.name.startswith(".") and (p / META).is_file()}
-
-
-def _host() -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host (stale staging folders name their owner's pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_staging(out: Path) -> None:
-    """Remove staging folders left by dead ``ouro render`` processes of this host."""
-    staging = out / STAGING
-    if not staging.is_dir():
-        return
-    host = _host()
-    for entry in staging.iterdir():
-        parts = entry.name.rsplit(".", 2)
-        if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and not pid_alive(int(parts[2])):
-            shutil.rmtree(entry, ignore_errors=True)
 
 
 @contextmanager
@@ -553,14 +532,14 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
     start = time.time()
     processes = processes or _Processes()
     safe = is_safe_id(src.uid)  # the uid names folders: no path is built from an unsafe one
-    staging = out / STAGING / f"{src.uid}.{_host()}.{os.getpid()}" if safe else None
+    staging: Path | None = None  # out/.staging/<uid>.<host>.<pid> once the uid is known to be safe
 
     def failed(reason: str, log_tail: list[str] | None = None) -> ObjectResult:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         seconds = time.time() - start
         record = {"uid": src.uid, "source": src.source, "kind": src.kind, "reason": reason, "seconds": round(seconds, 2),
-                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": _host()}
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": host_name()}
         if log_tail:
             record["log_tail"] = log_tail
         append_failure(out, record)
@@ -587,9 +566,9 @@ def render_object(src: ObjectSource, out: Path, settings: RenderSettings, cache:
         elevations, azimuths, c2w, c2w_blender = plan_cameras(src.uid, settings)
         names = [frame_name(o, f) for o in range(settings.orbits) for f in range(settings.frames)]
 
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = staging_folder(out, src.uid)
         work = staging / ".work"
-        work.mkdir(parents=True)
+        work.mkdir()
         job = {
             "source": str(mesh_path.resolve()), "texture_dirs": [str(p.resolve()) for p in src.texture_dirs],
             "frames_dir": str(staging.resolve()), "frame_names": names, "work_dir": str(work.resolve()),
@@ -669,10 +648,7 @@ def render_objects(sources: Sequence[ObjectSource], out: Path | str, settings: R
                     future.cancel()
                 raise
     finally:
-        try:
-            (out / STAGING).rmdir()  # only when empty: other shards may be working
-        except OSError:
-            pass
+        remove_staging_area(out)  # only when empty: other shards may be working
     summary.seconds = time.time() - start
     return summary
 

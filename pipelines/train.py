@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from ouro.config import OuroConfig
 from ouro.data.dataset import DatasetError, PositionSampler, PositionStream, RenderFolderDataset, collate_samples
-from ouro.io.files import make_temp_folder, replace_folder
+from ouro.io.files import make_temp_folder, replace_folder, write_text_atomic
 from ouro.io.checkpoint import CheckpointError, OuroModels, quiet_hf, save_checkpoint
 
 from .train_state import (
@@ -408,9 +408,7 @@ def _trim_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line cut by the kill
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def _tensorboard(folder: Path):

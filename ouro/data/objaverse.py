@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ouro.io.files import atomic_write
+
 __all__ = [
     "OBJAVERSE_DIR_ENV",
     "HF_BASE_URL",
@@ -181,15 +183,10 @@ class ObjaverseCache:
 
     def _fetch(self, url: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         request = urllib.request.Request(url, headers={"User-Agent": "ouro-render"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response, open(tmp, "wb") as f:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response, atomic_write(target, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
 
     # -- annotations --------------------------------------------------------------------------
     def annotations(self, uid: str) -> dict | None:

@@ -8,7 +8,11 @@
   half-written file under the real name. Temporaries are created with the modes ``open()`` and
   ``mkdir()`` use (``0o666`` / ``0o777`` less the umask), unlike :mod:`tempfile` (``0o600`` /
   ``0o700``), so results are as readable as any file the user writes;
-* :func:`replace_folder`: an atomic folder swap.
+* :func:`replace_folder`: an atomic folder swap;
+* :func:`staging_folder`, :func:`clean_stale_staging`, :func:`remove_staging_area`: per-item folders
+  of long runs (``ouro render``'s objects, ``ouro eval-gso``'s objects, GSO downloads) are built in
+  ``<output>/.staging/<item>.<host>.<pid>`` and renamed into place when complete; a later run
+  removes those of dead processes of its host.
 """
 
 from __future__ import annotations
@@ -17,21 +21,28 @@ import hashlib
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
 __all__ = [
+    "STAGING",
     "OutputError",
     "atomic_path",
     "atomic_write",
     "check_output_file",
     "check_output_folder",
+    "clean_stale_staging",
     "file_sha256",
+    "host_name",
     "make_parent",
     "make_temp_folder",
+    "pid_alive",
+    "remove_staging_area",
     "replace_folder",
+    "staging_folder",
     "write_text_atomic",
 ]
 
@@ -183,8 +194,10 @@ def replace_folder(src: Path, dest: Path) -> None:
     """Move the finished folder ``src`` to ``dest``, replacing what is there.
 
     The old ``dest`` is first renamed aside (``.<name>.old`` beside it), so at no point is there a
-    half-written folder under ``dest``; the old one is deleted once the new one is in place.
+    half-written folder under ``dest``; the old one is deleted once the new one is in place. The
+    folders above ``dest`` are created.
     """
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -193,3 +206,58 @@ def replace_folder(src: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         src.rename(dest)
+
+
+# -- staging folders --------------------------------------------------------------------------------
+#: Where a command keeps the unfinished per-item folders of an output folder.
+STAGING = ".staging"
+
+
+def host_name() -> str:
+    """This host's name as part of a folder name (letters, digits, ``-`` and ``_``; at most 64 characters)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (stale staging folders name their owner's pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_folder(parent: str | os.PathLike, name: str, area: str = STAGING) -> Path:
+    """A new, empty ``<parent>/<area>/<name>.<host>.<pid>`` for one item's results until they are complete
+    and renamed into place (:func:`replace_folder`, or ``rename`` where another process may win).
+
+    Whatever a former process with this host and pid left there is removed first. ``name`` must be a
+    safe folder name (the caller validates ids that come from files). Several processes and hosts may
+    share ``parent``: each names its folders after itself.
+    """
+    path = Path(parent) / area / f"{name}.{host_name()}.{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def clean_stale_staging(parent: str | os.PathLike, area: str = STAGING) -> None:
+    """Remove the staging folders (:func:`staging_folder`) of ``parent`` left by dead processes of this host."""
+    folder = Path(parent) / area
+    if not folder.is_dir():
+        return
+    host = host_name()
+    for entry in folder.iterdir():
+        parts = entry.name.rsplit(".", 2)
+        if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and not pid_alive(int(parts[2])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def remove_staging_area(parent: str | os.PathLike, area: str = STAGING) -> None:
+    """Remove ``<parent>/<area>`` when it is empty (other processes may still be working in it)."""
+    try:
+        (Path(parent) / area).rmdir()
+    except OSError:
+        pass

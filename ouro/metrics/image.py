@@ -28,6 +28,16 @@ Conventions (what the numbers mean, so that they compare with published tables):
   here does the same (``max(range(pred), range(target))`` over the whole input, as one
   torchmetrics ``update`` call). The public Ouroboros3D evaluation used that default; ouro's
   evaluation uses the fixed range 1.
+
+Both are computed by torchmetrics' functional metrics (``peak_signal_noise_ratio`` with
+``dim=(1, 2, 3)``, ``structural_similarity_index_measure`` with ``reduction="none"``); this module
+only fixes the per-image reduction, the cap and the ``"valid"`` border, which torchmetrics >= 1.4.2
+no longer offers: it is the mean of torchmetrics' full SSIM map with the window radius cropped off
+each side (the map at those positions only sees pixels inside the image, so it is exactly the
+unpadded computation). Images are handed to torchmetrics in float64 and the values returned in the
+input's float dtype (float32 for half): torchmetrics convolves with the full 11 x 11 window, whose
+float32 rounding would put SSIM of identical images with flat regions (white backgrounds) near
+``1 - 2e-6`` instead of 1; in float64 every value is the exact one rounded once.
 """
 
 from __future__ import annotations
@@ -35,10 +45,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["mse", "psnr", "psnr_from_mse", "ssim", "gaussian_window"]
+__all__ = ["mse", "psnr", "psnr_from_mse", "ssim"]
 
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
@@ -51,6 +60,12 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
 def _float(x: Tensor) -> Tensor:
     """At least float32 (half inputs are upcast; float64 stays float64)."""
     return x.float() if x.dtype not in (torch.float32, torch.float64) else x
+
+
+def _as_images(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., C, H, W]`` -> ``[B, C, H, W]`` in float64, as torchmetrics gets them (see the module docstring)."""
+    c, h, w = pred.shape[-3:]
+    return pred.double().reshape(-1, c, h, w), target.double().reshape(-1, c, h, w)
 
 
 def mse(
@@ -75,7 +90,7 @@ def psnr(
     data_range: float = 1.0,
     max_db: float | None = None,
 ) -> Tensor:  # [...] dB
-    """Peak signal-to-noise ratio per image, in dB.
+    """Peak signal-to-noise ratio per image, in dB (torchmetrics' ``peak_signal_noise_ratio`` per image).
 
     Args:
         pred: ``[..., C, H, W]`` images, values in ``[0, data_range]``.
@@ -88,25 +103,13 @@ def psnr(
         ``[...]`` float tensor, one PSNR per image. A constant error of 0.1 on ``[0, 1]`` images
         gives ``10 log10(1 / 0.01) = 20`` dB.
     """
-    return psnr_from_mse(mse(pred, target), data_range, max_db)
+    from torchmetrics.functional.image import peak_signal_noise_ratio
 
-
-def gaussian_window(window: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """The normalised 1-D Gaussian ``[window]`` at offsets ``-(window-1)/2 .. (window-1)/2`` (as torchmetrics)."""
-    if window % 2 != 1 or window <= 0:
-        raise ValueError(f"window must be a positive odd number, got {window}")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    x = torch.arange(window, dtype=dtype, device=device) - (window - 1) / 2
-    g = torch.exp(-0.5 * (x / sigma) ** 2)
-    return g / g.sum()
-
-
-def _blur(x: Tensor, g: Tensor) -> Tensor:
-    """Separable 'valid' Gaussian filter of ``[B, C, H, W]`` with the 1-D kernel ``g`` (per channel)."""
-    c, k = x.shape[1], g.numel()
-    x = F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)  # rows
-    return F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)  # columns
+    _check_pair(pred, target)
+    x, y = _as_images(pred, target)
+    out = peak_signal_noise_ratio(x, y, data_range=data_range, reduction="none", dim=(1, 2, 3))  # [B]
+    out = out.reshape(pred.shape[:-3]).to(_float(pred).dtype)
+    return out if max_db is None else out.clamp(max=max_db)
 
 
 def ssim(
@@ -119,16 +122,16 @@ def ssim(
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> Tensor:  # [...]
-    """Structural similarity per image (Gaussian window), as torchmetrics' ``StructuralSimilarityIndexMeasure``.
+    """Structural similarity per image (Gaussian window): torchmetrics' ``structural_similarity_index_measure``.
 
     Args:
         pred: ``[..., C, H, W]`` images, values in ``[0, data_range]``.
         target: same shape as ``pred``.
         data_range: the value range (1.0 for ``[0, 1]`` images). ``None`` infers it as torchmetrics
             does: ``max(pred.max() - pred.min(), target.max() - target.min())`` over the whole input.
-        window: Gaussian window size, odd; 11 (torchmetrics derives it from sigma as
-            ``int(3.5 * sigma + 0.5) * 2 + 1`` and ignores its ``kernel_size`` argument, which for
-            sigma 1.5 is 11; scikit-image uses the same formula).
+        window: Gaussian window size; must be torchmetrics' ``int(3.5 * sigma + 0.5) * 2 + 1`` (11 for
+            sigma 1.5), which torchmetrics derives from sigma, ignoring its ``kernel_size`` argument
+            (scikit-image uses the same formula).
         sigma: Gaussian standard deviation in pixels; 1.5.
         border: ``"reflect"`` (torchmetrics >= 1.4.2, the default) or ``"valid"`` (torchmetrics
             <= 1.4.1, scikit-image, Wang et al.); see the module docstring.
@@ -137,33 +140,30 @@ def ssim(
     Returns:
         ``[...]`` float tensor; 1 for identical images.
     """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     _check_pair(pred, target)
     if border not in ("reflect", "valid"):
         raise ValueError(f"border must be 'reflect' or 'valid', got {border!r}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    if window != int(3.5 * sigma + 0.5) * 2 + 1:
+        raise ValueError(f"window {window} with sigma {sigma}: torchmetrics uses int(3.5 * sigma + 0.5) * 2 + 1 = "
+                         f"{int(3.5 * sigma + 0.5) * 2 + 1}")
     *batch, c, h, w = pred.shape
     pad = window // 2
     if border == "reflect" and min(h, w) <= pad:
         raise ValueError(f"images must be larger than {pad} pixels for border='reflect', got {h}x{w}")
     if border == "valid" and min(h, w) < window:
         raise ValueError(f"images must be at least {window}x{window} for border='valid', got {h}x{w}")
-    pred, target = _float(pred), _float(target)
-    if data_range is None:
-        data_range = max((pred.max() - pred.min()).item(), (target.max() - target.min()).item())
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-
-    # [..., C, H, W] -> [B, C, H, W]
-    x, y = pred.reshape(-1, c, h, w), target.reshape(-1, c, h, w)
-    n = x.shape[0]
-    stack = torch.cat([x, y, x * x, y * y, x * y])  # [5B, C, H, W]
+    x, y = _as_images(pred, target)
+    if data_range is None:  # over the whole input, as one torchmetrics update (torchmetrics wants a float here)
+        data_range = max((x.max() - x.min()).item(), (y.max() - y.min()).item())
+    kwargs = dict(gaussian_kernel=True, sigma=sigma, kernel_size=window, data_range=data_range, k1=k1, k2=k2,
+                  reduction="none")
     if border == "reflect":
-        # pad(x)^2 == pad(x^2): padding only copies pixels, so the squares may be padded too
-        stack = F.pad(stack, (pad, pad, pad, pad), mode="reflect")  # [5B, C, H + 2p, W + 2p]
-    g = gaussian_window(window, sigma, dtype=stack.dtype, device=stack.device)
-    mu_x, mu_y, e_xx, e_yy, e_xy = _blur(stack, g).split(n)  # each [B, C, H', W']
-
-    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    var_x = (e_xx - mu_xx).clamp(min=0.0)
-    var_y = (e_yy - mu_yy).clamp(min=0.0)
-    cov = e_xy - mu_xy
-    ssim_map = ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(dim=(-3, -2, -1)).reshape(batch)
+        out = structural_similarity_index_measure(x, y, **kwargs)  # [B]
+    else:
+        _, ssim_map = structural_similarity_index_measure(x, y, return_full_image=True, **kwargs)  # [B, C, H, W]
+        out = ssim_map[..., pad:-pad, pad:-pad].mean(dim=(-3, -2, -1))
+    return out.reshape(batch).to(_float(pred).dtype)

