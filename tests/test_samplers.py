@@ -240,3 +240,19 @@ def test_half_precision_outputs_come_back_in_their_dtype():
         prev16, x0_16 = sampler.step(torch.tensor([[0.5, 0.25]]).half(), 0, x.half())
         assert prev16.dtype == torch.float16 and x0_16.dtype == torch.float32
         torch.testing.assert_close(prev16.float(), prev32, rtol=2e-3, atol=2e-2)
+
+
+def test_make_sampler_defaults_are_svds_schedule_and_counts_start_at_one_step():
+    """Without settings every sampler runs SVD's schedule (scheduler_config.json: sigma 700 -> 0.002, rho 7;
+    OFFICIAL.md 11.3) at sigma_data 1; one step is the smallest count, zero is refused."""
+    for name in SAMPLERS:
+        sampler = make_sampler(name, 25)
+        assert sampler.config["sigma_data"] == 1.0
+        assert sampler.sigmas[0].item() == pytest.approx(700.0, rel=1e-5) and sampler.sigmas[-2].item() == pytest.approx(0.002, rel=1e-5)
+        assert sampler.sigmas[-1].item() == 0.0 and len(sampler.sigmas) == 26
+        assert sampler.sigmas[1].item() == pytest.approx(545.73, abs=0.01)  # the public table's second level
+        assert num_evaluations(name, 1) == 1 and steps_for_evaluations(name, 1) == 1
+        with pytest.raises(ValueError, match="num_steps must be >= 1"):
+            num_evaluations(name, 0)
+        with pytest.raises(ValueError, match="evaluations must be >= 1"):
+            steps_for_evaluations(name, 0)
