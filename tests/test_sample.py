@@ -472,6 +472,7 @@ def test_load_pipeline_keeps_every_model_on_its_device_unless_asked(tiny_checkpo
     assert pipe.placer.offload is False and pipe.describe(SampleSettings())["offload"] is False
     assert description == f"checkpoint {tiny_checkpoint}"
     assert load_pipeline(checkpoint=tiny_checkpoint, offload=True)[0].placer.offload is True
+    assert SamplePipeline(make_tiny_models()).placer.offload is False
 
 
 def test_view_cameras_other_than_eight_are_an_even_orbit_at_elevation_0():
