@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .edm import precondition
 from .sampler import Evaluation, KarrasSampler, StepOutput
 
 __all__ = ["DPMSolverSampler", "dpm_solver_scheduler"]
@@ -98,14 +97,6 @@ class DPMSolverSampler(KarrasSampler):
     def num_evaluations(self) -> int:
         """F calls per sample: ``num_steps``."""
         return self.num_steps
-
-    def scale_model_input(
-        self,
-        x: Tensor,  # [B, ...] sample at sigmas[k]
-        k: int,
-    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[k]^2 + sigma_data^2), in x's dtype (EDM c_in)
-        """The UNet input at step ``k``."""
-        return x * precondition(self.sigmas[self._check(k)], self.sigma_data).c_in.to(x.dtype)
 
     def step(
         self,

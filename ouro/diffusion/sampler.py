@@ -121,6 +121,7 @@ class KarrasSampler:
     """
 
     num_steps: int
+    sigmas: Tensor  # [S + 1]
     sigma_min: float
     sigma_max: float
     rho: float
@@ -154,6 +155,14 @@ class KarrasSampler:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
+
+    def scale_model_input(
+        self,
+        x: Tensor,  # [B, ...] sample at sigmas[k]
+        k: int,
+    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[k]^2 + sigma_data^2), in x's dtype (EDM c_in)
+        """The UNet input of F call ``k`` (Euler, DPM-Solver++: step ``k``; Heun overrides it)."""
+        return x * precondition(self.sigmas[self._check(k)], self.sigma_data).c_in.to(x.dtype)
 
     def _check(self, k: int) -> int:
         """``k`` as an int, if it indexes an F call (for Euler and DPM-Solver++ a step)."""
@@ -211,14 +220,6 @@ class EulerSampler(KarrasSampler):
     ) -> Tensor:  # [B, ...] x0 + sigmas[i] * noise, in x0's dtype
         """Noise a clean sample to the level of step ``i``, to start sampling there."""
         return x0 + self.sigmas[self._check(i)] * noise
-
-    def scale_model_input(
-        self,
-        x: Tensor,  # [B, ...] sample at sigmas[i]
-        i: int,
-    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[i]^2 + sigma_data^2), in x's dtype (EDM c_in)
-        """The UNet input at step ``i``."""
-        return x * precondition(self.sigmas[self._check(i)], self.sigma_data).c_in.to(x.dtype)
 
     def step(
         self,
