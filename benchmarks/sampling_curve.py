@@ -5,14 +5,15 @@ counts each setting's FLOPs per object at **paper size** with ``benchmarks/flops
 weights' sizes, whatever model was scored), and writes
 
 * the markdown rows: setting, F calls, TFLOP and ratio against the public pipeline (a), the six held-out
-  means, and whether each stays within the spread of the default's seeds (not worse than the worst
-  seed on every one of the six means);
-* a PNG: splat and view PSNR and LPIPS against TFLOP, one curve per sampler (Euler by steps, Heun,
-  DPM-Solver++(2M)) and one for Euler 20 with sparse feedback (``--feedback-every``, windows,
-  ``--fast``), the seeds' spread as a band.
+  means, and whether each stays within the spread of the default's seeds (no worse than the worst
+  seed on any of the six means);
+* a PNG: splat and view PSNR and LPIPS against TFLOP, one curve per sampler (Euler, Heun,
+  DPM-Solver++(2M), by steps) and named points for sparse feedback (``--feedback-every``, windows)
+  and ``--fast``, the seeds' spread as a band; points far outside the band are drawn at the axis edge
+  and listed with their values.
 
-    python benchmarks/sampling_curve.py --evals /work/demo-data/eval --default euler-20 euler-20-seed1 \\
-        euler-20-seed2 -o benchmarks/sampling_curve.png
+    python benchmarks/sampling_curve.py --evals DEMO/eval --default euler-20 euler-20-seed1 euler-20-seed2 \\
+        -o benchmarks/sampling_curve.png        # DEMO: the demo data folder (benchmarks/demo_model.py)
 
 Folders are named as ``flops.SAMPLING_GRID`` (``euler-10``, ``heun-5``, ``dpm-6``, ``every-2`` ...); any
 other folder under ``--evals`` with a summary.json is read too and labelled by its settings.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 METRICS = (("views", "psnr"), ("views", "ssim"), ("views", "lpips"), ("splats", "psnr"), ("splats", "ssim"), ("splats", "lpips"))
 LOWER_IS_BETTER = {"lpips"}
+SAMPLER_LABELS = {"euler": "Euler", "heun": "Heun", "dpm++2m": "DPM-Solver++(2M)"}
 
 
 def _flops_module():
@@ -49,10 +51,10 @@ class Run:
     @property
     def family(self) -> str:
         s = self.settings
-        sparse = (s.get("feedback_every") or 1) > 1 or s.get("feedback_steps") or s.get("fast")
-        if sparse:
-            return "Euler 20, sparse feedback" if s.get("sampler", "euler") == "euler" else f"{s['sampler']}, sparse feedback"
-        return {"euler": "Euler", "heun": "Heun", "dpm++2m": "DPM-Solver++(2M)"}[s.get("sampler") or "euler"]
+        sampler = SAMPLER_LABELS[s.get("sampler") or "euler"]
+        if (s.get("feedback_every") or 1) > 1 or s.get("feedback_steps") or s.get("fast"):
+            return f"{sampler} {s['steps']}: sparse feedback, --fast"
+        return sampler
 
 
 def read_run(folder: Path) -> Run:
@@ -108,7 +110,8 @@ def main() -> None:
     cells = lambda r, part: " / ".join(f"{r.means[(part, m)]:.{2 if m == 'psnr' else 4}f}" for m in ("psnr", "ssim", "lpips"))  # noqa: E731
     for name, run in sorted(runs.items(), key=lambda kv: -cost[kv[0]]):
         s = run.settings
-        worse = "(seed)" if run in seeds else ("yes" if not within(run, seeds) else "no: " + ", ".join(within(run, seeds)))
+        off = within(run, seeds)
+        worse = "(seed)" if run in seeds else "yes" if not off else "no: all six" if len(off) == len(METRICS) else "no: " + ", ".join(off)
         print(f"| `{name}` | {num_evaluations(s['sampler'], int(s['steps']))} | {cost[name] / 1e12:,.0f} | {cost[name] / public:.2f} | "
               f"{cells(run, 'views')} | {cells(run, 'splats')} | {worse} |")
     print("\nspread of the default over its seeds (min - max): "
@@ -125,13 +128,13 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     panels = [("splats", "psnr"), ("splats", "lpips"), ("views", "psnr"), ("views", "lpips")]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), constrained_layout=True)
     families: dict[str, list[Run]] = {}
     for run in runs.values():
         if run in seeds[1:]:
             continue
         families.setdefault(run.family, []).append(run)
-    styles = {"Euler": ("o", "-"), "Heun": ("s", "-"), "DPM-Solver++(2M)": ("^", "-"), "Euler 20, sparse feedback": ("x", "")}
+    styles = {"Euler": ("o", "-"), "Heun": ("s", "-"), "DPM-Solver++(2M)": ("^", "-")}  # the rest: points, named
     for ax, key in zip(axes.flat, panels):
         lo, hi = spread[key]
         ax.axhspan(lo, hi, color="0.85", label="default, 3 seeds (min-max)")
@@ -144,18 +147,18 @@ def main() -> None:
         off_scale: list[str] = []
         for family, members in families.items():
             members = sorted(members, key=lambda r: cost[r.name])
-            marker, line = styles.get(family, ("d", "-"))
+            marker, line = styles.get(family, ("x" if family.startswith("Euler") else "d", ""))
             xs = [cost[r.name] / 1e12 for r in members]
             ys = [min(max(r.means[key], bottom), top_edge) for r in members]
             ax.plot(xs, ys, marker=marker, linestyle=line or "none", label=family)
             off_scale += [f"{r.name} {r.means[key]:.{2 if key[1] == 'psnr' else 3}f}" for r, y in zip(members, ys) if y != r.means[key]]
+            if family not in styles:  # single settings: named
+                for r, x, y in zip(members, xs, ys):
+                    ax.annotate(r.name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if off_scale:
             worse_up = key[1] in LOWER_IS_BETTER  # the far-off points sit at the worse edge; the note goes there
             ax.text(0.99, 0.98 if worse_up else 0.02, "drawn at the edge, off scale:\n" + "\n".join(off_scale), transform=ax.transAxes,
                     fontsize=7, ha="right", va="top" if worse_up else "bottom", bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9))
-            if family == "Euler 20, sparse feedback":
-                for r, x in zip(members, xs):
-                    ax.annotate(r.name, (x, r.means[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axvline(public / 1e12 / 2, color="0.5", linestyle=":", label="0.5x public pipeline")
         ax.set_xlabel("TFLOP per object at paper size (benchmarks/flops.py)")
         tflop = public / 1e12
@@ -164,7 +167,7 @@ def main() -> None:
         ax.set_ylabel(f"{key[0]} {key[1].upper()} ({'lower' if key[1] in LOWER_IS_BETTER else 'higher'} is better)")
         ax.set_ylim(bottom, top_edge)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle(f"Demo model, {seeds[0].objects} held-out objects, 7 novel views at 64 px: quality against cost")
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")

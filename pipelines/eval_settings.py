@@ -111,3 +111,20 @@ def sampling_options(settings: EvalSettings) -> dict:
             "feedback_steps": list(settings.feedback_steps) if settings.feedback_steps is not None else None,
             "fast": settings.fast, "speed": settings.speed}
 
+
+def settings_line(settings: dict) -> str:
+    """The report's line saying what was evaluated and how the ground truth was rendered.
+
+    Args:
+        settings: ``summary.json``'s ``settings`` (an unsharded run's, or the shards' merged); the
+            sampling options that differ from the defaults are named.
+    """
+    cameras = settings["cameras"]
+    defaults = sampling_options(EvalSettings())
+    changed = "".join(f", {k} {settings[k]}" for k in defaults if k in settings and settings[k] != defaults[k])
+    what = (f"predictions from {settings['predictions']}" if settings.get("predictions")
+            else f"{settings['model']}, seed {settings['seed']}, {settings['steps']} steps"
+            + ("" if settings["feedback"] else ", no feedback (two-stage)") + changed
+            + (", view 0 anchored to the input" if settings["anchor_input"] else ""))
+    return (f"{what}; ground truth: ouro render ({settings['engine']}), {cameras['num_views']} views at elevation 0, "
+            f"radius {cameras['radius']:g}, fov {cameras['fov_deg']:.3f} deg, {settings['resolution']} px.")

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ouro.io.files import write_text_atomic
+from ouro.io.files import read_json, write_text_atomic
 
 from .eval_report import CSV_FILE, REPORT, SUMMARY, report_markdown, summarise, write_csv
+from .eval_settings import settings_line
 
 __all__ = ["SHARD_FILE", "Shard", "ShardError", "MergeResult", "parse_shard", "shard_names", "shard_folder", "check_shard_info",
-           "write_shard_info", "merge_shards", "settings_line"]
+           "write_shard_info", "merge_shards"]
 
 SHARD_FILE = "shard.json"
 SHARD_FORMAT = "ouro-eval-gso-shard/1"
@@ -83,7 +84,7 @@ def shard_folder(output: Path, shard: Shard) -> Path:
 
 def check_shard_info(folder: Path, shard: Shard, names: Sequence[str]) -> None:
     """Refuse to resume a shard folder that was made for another object list."""
-    info = _read_json(folder / SHARD_FILE)
+    info = read_json(folder / SHARD_FILE)
     if info is not None and list(info.get("objects", [])) != list(names):
         raise ShardError(f"{folder} holds shard {shard} of another object list ({len(info.get('objects', []))} objects, "
                          f"now {len(names)}); use the same --objects and --limit for every shard, or another --output")
@@ -121,6 +122,34 @@ def merge_shards(output: Path) -> MergeResult:
             list, run settings, table options); nothing is written then.
     """
     output = Path(output)
+    count, folders = _find_shards(output)
+    shards = _read_shards(output, count, folders)
+    results, failed, owner = _shard_results(shards, folders)
+    first = shards.summaries[0]
+    extra = {
+        "method": first.get("method"),
+        "settings": _merged_settings([s.get("settings", {}) for s in shards.summaries]),
+        "run": _merged_run([s.get("run", {}) for s in shards.summaries], count),
+        "missing_message": _merged_missing_message([s.get("missing_message") for s in shards.summaries], shards.names, failed),
+        "ouro_version": first.get("ouro_version"),
+    }
+    thresholds = tuple(first["fscore_thresholds"])
+    summary, rows = summarise(shards.names, results, failed, first["count_input"], first["lpips_net"], thresholds,
+                              first["psnr_cap_db"], extra)
+    _link_objects(output, folders, owner)
+    if read_json(output / _RUN) is None:
+        merged_from = [folders[i].name for i in range(count)]
+        write_text_atomic(output / _RUN, json.dumps({**shards.runs[0], "merged_from": merged_from}, indent=1) + "\n")
+    write_csv(output / CSV_FILE, rows, thresholds)
+    write_text_atomic(output / SUMMARY, json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    settings = summary["settings"]
+    write_text_atomic(output / REPORT, report_markdown(summary, rows, summary["method"], settings["resolution"],
+                                                        settings_line(settings), _OBJECTS))
+    return MergeResult(output, count, shards.names, summary, failed)
+
+
+def _find_shards(output: Path) -> tuple[int, dict[int, Path]]:
+    """N and the ``shard-I-of-N`` folders by I, of the one split in ``output``, all finished."""
     found: dict[int, dict[int, Path]] = {}
     for entry in sorted(output.iterdir()) if output.is_dir() else []:
         match = _FOLDER.match(entry.name)
@@ -136,10 +165,24 @@ def merge_shards(output: Path) -> MergeResult:
     if missing:
         raise ShardError(f"{output}: shard(s) {', '.join(f'{i}/{count}' for i in missing)} not finished yet; "
                          f"run `ouro eval-gso --shard {missing[0]}/{count} -o {output}` (same options as the others)")
+    return count, folders
 
-    infos = [_read_json(folders[i] / SHARD_FILE) or {} for i in range(count)]
-    runs = [_read_json(folders[i] / _RUN) for i in range(count)]
-    summaries = [_read_json(folders[i] / SUMMARY) for i in range(count)]
+
+@dataclass
+class _Shards:
+    """The shards' records (entry i: shard i's shard.json, run.json, summary.json) and the whole object list."""
+
+    infos: list[dict]
+    runs: list[dict]
+    summaries: list[dict]
+    names: list[str]
+
+
+def _read_shards(output: Path, count: int, folders: dict[int, Path]) -> _Shards:
+    """Every shard's records, checked to agree with shard 0's and with ``output``'s."""
+    infos = [read_json(folders[i] / SHARD_FILE) or {} for i in range(count)]
+    runs = [read_json(folders[i] / _RUN) for i in range(count)]
+    summaries = [read_json(folders[i] / SUMMARY) for i in range(count)]
     names = list(infos[0].get("objects", []))
     for i in range(count):
         where = folders[i]
@@ -159,36 +202,32 @@ def merge_shards(output: Path) -> MergeResult:
     conflicts = [p for p in objects.iterdir() if not p.is_symlink()] if objects.is_dir() else []
     if conflicts:
         raise ShardError(f"{objects}: holds results of an unsharded run ({conflicts[0].name}, ...); merge into another --output")
-    top = _read_json(output / _RUN)
+    top = read_json(output / _RUN)
     if top is not None and top.get("key") != runs[0].get("key"):
         raise ShardError(f"{output / _RUN}: another evaluation's settings; merge into another --output")
+    return _Shards(infos, runs, summaries, names)
 
-    # the per-object results, as an unsharded run would have them
+
+def _shard_results(shards: _Shards, folders: dict[int, Path]) -> tuple[dict[str, dict], dict[str, str], dict[str, int]]:
+    """The per-object results and failure reasons as an unsharded run would have them, and each object's shard."""
     results: dict[str, dict] = {}
     failed: dict[str, str] = {}
     owner: dict[str, int] = {}
-    for i in range(count):
-        reasons = {f["object"]: f["reason"] for f in summaries[i].get("failed", [])}
-        for name in infos[i].get("shard_objects", []):
+    for i, (info, summary) in enumerate(zip(shards.infos, shards.summaries)):
+        reasons = {f["object"]: f["reason"] for f in summary.get("failed", [])}
+        for name in info.get("shard_objects", []):
             owner[name] = i
-            result = _read_json(folders[i] / _OBJECTS / name / _RESULT)
-            if name in summaries[i].get("scored", []) and result is not None:
+            result = read_json(folders[i] / _OBJECTS / name / _RESULT)
+            if name in summary.get("scored", []) and result is not None:
                 results[name] = result
             else:
                 failed[name] = reasons.get(name, "not scored")
-    first = summaries[0]
-    extra = {
-        "method": first.get("method"),
-        "settings": _merged_settings([s.get("settings", {}) for s in summaries]),
-        "run": _merged_run([s.get("run", {}) for s in summaries], count),
-        "missing_message": _merged_missing_message([s.get("missing_message") for s in summaries], names, failed),
-        "ouro_version": first.get("ouro_version"),
-    }
-    thresholds = tuple(first["fscore_thresholds"])
-    summary, rows = summarise(names, results, failed, first["count_input"], first["lpips_net"], thresholds,
-                              first["psnr_cap_db"], extra)
+    return results, failed, owner
 
-    # 3. write: object links, run.json, the tables
+
+def _link_objects(output: Path, folders: dict[int, Path], owner: dict[str, int]) -> None:
+    """``<output>/objects/<name>``: a relative link to the object's folder in its shard (the report's links resolve)."""
+    objects = output / _OBJECTS
     objects.mkdir(exist_ok=True)
     for name, i in owner.items():
         link = objects / name
@@ -196,26 +235,6 @@ def merge_shards(output: Path) -> MergeResult:
             link.unlink()
         if (folders[i] / _OBJECTS / name).is_dir():
             os.symlink(Path("..") / folders[i].name / _OBJECTS / name, link, target_is_directory=True)
-    if top is None:
-        write_text_atomic(output / _RUN, json.dumps({**runs[0], "merged_from": [folders[i].name for i in range(count)]}, indent=1) + "\n")
-    write_csv(output / CSV_FILE, rows, thresholds)
-    write_text_atomic(output / SUMMARY, json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    settings = summary["settings"]
-    write_text_atomic(output / REPORT, report_markdown(summary, rows, summary["method"], settings["resolution"],
-                                                        settings_line(settings), _OBJECTS))
-    return MergeResult(output, count, names, summary, failed)
-
-
-# Copied from ouro.pipelines.evaluate.run_evaluation (the report's settings line), rebuilt from summary["settings"]
-def settings_line(settings: dict) -> str:
-    """The report's line saying what was evaluated and how the ground truth was rendered."""
-    cameras = settings["cameras"]
-    what = (f"predictions from {settings['predictions']}" if settings.get("predictions")
-            else f"{settings['model']}, seed {settings['seed']}, {settings['steps']} steps"
-            + ("" if settings["feedback"] else ", no feedback (two-stage)")
-            + (", view 0 anchored to the input" if settings["anchor_input"] else ""))
-    return (f"{what}; ground truth: ouro render ({settings['engine']}), {cameras['num_views']} views at elevation 0, "
-            f"radius {cameras['radius']:g}, fov {cameras['fov_deg']:.3f} deg, {settings['resolution']} px.")
 
 
 def _merged_settings(all_settings: list[dict]) -> dict:
@@ -249,13 +268,3 @@ def _merged_missing_message(messages: list[str | None], names: list[str], failed
     first = next((n for n in names if n in missing), firsts[0].group(1))
     text = re.sub(r"^\d+ of \d+ GSO objects", f"{sum(int(c.group(1)) for c in counts)} of {len(names)} GSO objects", given[0])
     return re.sub(r"\(first missing: [^)]*\)", f"(first missing: {first})", text)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-

@@ -81,6 +81,7 @@ from ouro.io.files import (
     check_output_folder,
     clean_stale_staging,
     remove_staging_area,
+    read_json,
     replace_folder,
     staging_folder,
     write_text_atomic,
@@ -101,7 +102,7 @@ from .eval_scoring import (
     view0_matches_input,
     write_views,
 )
-from .eval_settings import DEFAULT_POINTS, PSNR_CAP_DB, EvalCameras, EvalError, EvalSettings, Log, sampling_options
+from .eval_settings import DEFAULT_POINTS, PSNR_CAP_DB, EvalCameras, EvalError, EvalSettings, Log, sampling_options, settings_line
 
 __all__ = [
     "DEFAULT_POINTS",
@@ -207,19 +208,12 @@ def run_key(settings: EvalSettings, cameras: EvalCameras, *, model_description: 
     return key
 
 
-def _read_result(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def _check_run(output: Path, key: dict) -> None:
-    run = _read_result(output / RUN)
+    run = read_json(output / RUN)
     if run is None or run.get("key") == key:
         return
     old = run.get("key", {})
@@ -335,7 +329,7 @@ def _saved_results(job: _Job, names: Sequence[str]) -> tuple[dict[str, dict], di
     results: dict[str, dict] = {}
     work: dict[str, set[str]] = {}
     for name in names:
-        saved = _read_result(job.output / OBJECTS / name / RESULT)
+        saved = read_json(job.output / OBJECTS / name / RESULT)
         needed = needs_work(saved, job.settings, job.key)
         if saved is not None and not needed:
             results[name] = saved
@@ -405,7 +399,7 @@ def _evaluate_object(job: _Job, run: EvalRun, name: str, gt_folder: Path, gso_fo
         result = _new_object(job, name, gt_folder, gso_folder, gt_views, gt_points, t0)
         run.sampled += 1
     else:
-        result = complete_result(folder, _read_result(folder / RESULT), settings, gt_views, gt_points, job.lpips_model, job.cameras)
+        result = complete_result(folder, read_json(folder / RESULT), settings, gt_views, gt_points, job.lpips_model, job.cameras)
         _write_json_atomic(folder / RESULT, result)
         run.rescored += 1
     return result
@@ -461,7 +455,7 @@ def _write_tables(job: _Job, run: EvalRun, names: Sequence[str], results: dict[s
     run.summary = summary
     write_csv(job.output / CSV_FILE, rows, settings.thresholds)
     _write_json_atomic(job.output / SUMMARY, summary)
-    write_text_atomic(job.output / REPORT, report_markdown(summary, rows, job.method, settings.resolution, _settings_line(job), OBJECTS))
+    write_text_atomic(job.output / REPORT, report_markdown(summary, rows, job.method, settings.resolution, settings_line(summary["settings"]), OBJECTS))
 
 
 def _summary_extra(job: _Job, run: EvalRun) -> dict:
@@ -481,15 +475,3 @@ def _summary_extra(job: _Job, run: EvalRun) -> dict:
         "missing_message": run.missing_message,
         "ouro_version": ouro.__version__,
     }
-
-
-def _settings_line(job: _Job) -> str:
-    """The report's line saying what was evaluated and how the ground truth was rendered."""
-    settings, key, cameras = job.settings, job.key, job.cameras
-    what = (f"predictions from {job.predictions}" if job.predictions is not None
-            else f"{job.model_description}, seed {settings.seed}, {job.steps} steps"
-            + ("" if settings.feedback else ", no feedback (two-stage)")
-            + "".join(f", {k} {v}" for k, v in key.items() if k in sampling_options(settings))
-            + (", view 0 anchored to the input" if key["anchor_input"] else ""))
-    return (f"{what}; ground truth: ouro render ({settings.engine}), {cameras.num_views} views at elevation 0, "
-            f"radius {cameras.radius:g}, fov {cameras.fov_deg:.3f} deg, {settings.resolution} px.")

@@ -1,16 +1,22 @@
 """Named speed settings (``--speed``): fixed combinations of sampler, steps, feedback schedule and decode.
 
 =========  ======================================================================================
-name       what it runs
+name       what it runs (FLOPs per object at paper size, benchmarks/flops.py, against the public
+           pipeline's 1,262 TFLOP)
 =========  ======================================================================================
 quality    today's default: Euler, the model's steps (25 public, 20 demo), feedback at every step,
-           all 8 views decoded (1.00x the FLOPs of `quality` on the public weights = 0.95x the public
-           pipeline's)
-fast       the cheapest setting whose held-out scores stayed within the 3-seed spread of `quality`
-           on views and splats (benchmarks/README.md, "Sampling at lower cost")
-fastest    the cheapest setting measured that still samples with feedback; its quality cost is in
-           the same table
+           all 8 views decoded (0.95x on the public weights' 25 steps; 0.76x at the demo's 20)
+fast       DPM-Solver++(2M), 4 steps, feedback at every step (0.15x): the cheapest setting measured
+           whose held-out scores stayed within the 3-seed spread of `quality` on views and splats
+           (benchmarks/README.md, "Sampling: quality against cost"; Euler 4 ties on cost and was
+           within too, with views LPIPS nearer the edge)
+fastest    DPM-Solver++(2M), 2 steps, feedback at every step (0.08x): the cheapest setting measured;
+           outside the spread (views 18.98 dB PSNR against the default's 20.12-20.34, splats 18.81
+           against 18.95-19.16; same table). DPM-Solver++ 3 steps (0.11x) was outside it too
 =========  ======================================================================================
+
+Measured on the demo model only (schedule 80 -> 1.5, 35 held-out objects): the public weights'
+schedule (700 -> 0.002) is far longer, and how `fast` and `fastest` score on it is not measured.
 
 A speed fixes every field it names, so it cannot be combined with ``--sampler``, ``--steps``,
 ``--feedback-every``, ``--feedback-steps`` or ``--fast`` (:func:`resolve_sampling` refuses); seed,
@@ -43,9 +49,10 @@ SPEEDS: dict[str, Speed] = {
     s.name: s
     for s in (
         Speed("quality", "Euler, the model's steps, feedback at every step (the default)"),
-        Speed("fast", "DPM-Solver++(2M), 10 steps, feedback at every step", sampler="dpm++2m", num_steps=10),
-        Speed("fastest", "DPM-Solver++(2M), 6 steps, feedback maps refreshed every 2nd step", sampler="dpm++2m",
-              num_steps=6, feedback_every=2),
+        Speed("fast", "DPM-Solver++(2M), 4 steps, feedback at every step (0.15x the public pipeline's FLOPs)",
+              sampler="dpm++2m", num_steps=4),
+        Speed("fastest", "DPM-Solver++(2M), 2 steps, feedback at every step (0.08x the public pipeline's FLOPs; "
+              "below `quality`'s 3-seed spread)", sampler="dpm++2m", num_steps=2),
     )
 }
 assert tuple(SPEEDS) == SPEED_NAMES, "ouro.pipelines.choices.SPEEDS names the CLI's choices"

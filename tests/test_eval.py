@@ -675,3 +675,16 @@ def test_sampling_options_are_recorded_and_keep_runs_apart(world, tmp_path):
     assert refused.exit_code == 2 and "sampler" in one_line_error(refused)
     both = runner.invoke(app, [*args[:-4], "--speed", "fast"], env=world["env"])
     assert both.exit_code == 2 and "--speed fast fixes" in one_line_error(both) and "--steps" in one_line_error(both)
+
+
+def test_report_settings_line_names_the_sampling_options_that_differ_from_the_defaults():
+    """One settings line for unsharded and merged reports, built from summary.json's settings."""
+    from ouro.pipelines.eval_settings import settings_line
+
+    settings = {"model": "demo", "seed": 3, "steps": 10, "feedback": True, "anchor_input": False, "engine": "workbench",
+                "resolution": 64, "predictions": None, "cameras": {"num_views": 8, "radius": 1.5, "fov_deg": 39.6},
+                "sampler": "dpm++2m", "feedback_every": 1, "feedback_steps": [2, 10], "fast": False, "speed": None}
+    assert settings_line(settings) == ("demo, seed 3, 10 steps, sampler dpm++2m, feedback_steps [2, 10]; ground truth: ouro render "
+                                       "(workbench), 8 views at elevation 0, radius 1.5, fov 39.600 deg, 64 px.")
+    plain = {k: v for k, v in settings.items() if k not in ("sampler", "feedback_steps")} | {"feedback": False}
+    assert settings_line(plain).startswith("demo, seed 3, 10 steps, no feedback (two-stage); ground truth")

@@ -130,6 +130,11 @@ def test_speeds_are_fixed_combinations():
     quality = resolve_sampling("quality")
     assert quality == resolve_sampling(None) | {"speed": "quality"}  # quality = the defaults
     assert quality["num_steps"] is None and quality["sampler"] == "euler" and quality["feedback_every"] == 1
+    # `fast` as measured (benchmarks/README.md, "Sampling: quality against cost"): change it with the table
+    assert resolve_sampling("fast") == {"speed": "fast", "sampler": "dpm++2m", "num_steps": 4, "feedback_every": 1,
+                                        "feedback_steps": None, "decode_reconstructor_views_only": False}
+    assert resolve_sampling("fastest") == {"speed": "fastest", "sampler": "dpm++2m", "num_steps": 2, "feedback_every": 1,
+                                           "feedback_steps": None, "decode_reconstructor_views_only": False}
     fast = resolve_sampling("fast")
     assert fast["speed"] == "fast" and fast["sampler"] == SPEEDS["fast"].sampler and fast["num_steps"] == SPEEDS["fast"].num_steps
     with pytest.raises(ValueError, match="--speed fast fixes .* drop --steps, --fast or --speed"):

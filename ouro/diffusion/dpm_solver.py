@@ -26,13 +26,10 @@ state at ``k = 0``; calls must then follow in order (the multistep term needs th
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from .edm import precondition
-from .sampler import Evaluation, StepOutput
+from .sampler import Evaluation, KarrasSampler, StepOutput
 
 __all__ = ["DPMSolverSampler", "dpm_solver_scheduler"]
 
@@ -57,7 +54,7 @@ def dpm_solver_scheduler(sigma_min: float, sigma_max: float, rho: float = 7.0, s
     )
 
 
-class DPMSolverSampler:
+class DPMSolverSampler(KarrasSampler):
     """DPM-Solver++(2M), deterministic, one F call per step (see the module docstring).
 
     Args:
@@ -83,8 +80,7 @@ class DPMSolverSampler:
     ) -> None:
         if int(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
-        self.sigma_data = float(sigma_data)
+        self._set_arguments(num_steps, sigma_min, sigma_max, rho, sigma_data)
         self.scheduler = dpm_solver_scheduler(sigma_min, sigma_max, rho, self.sigma_data)
         self._reset()
         self.sigmas = self.scheduler.sigmas.clone()
@@ -101,40 +97,6 @@ class DPMSolverSampler:
     def num_evaluations(self) -> int:
         """F calls per sample: ``num_steps``."""
         return self.num_steps
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``DPMSolverSampler.from_config(s.config).config == s.config``."""
-        return {
-            "num_steps": self.num_steps,
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "rho": self.rho,
-            "sigma_data": self.sigma_data,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "DPMSolverSampler":
-        return cls(**config)
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
-
-    def _check(self, k: int) -> int:
-        if not 0 <= k < self.num_steps:
-            raise ValueError(f"step index must be in [0, {self.num_steps}), got {k}")
-        return int(k)
-
-    def scale_model_input(
-        self,
-        x: Tensor,  # [B, ...] sample at sigmas[k]
-        k: int,
-    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[k]^2 + sigma_data^2), in x's dtype (EDM c_in)
-        """The UNet input at step ``k``."""
-        return x * precondition(self.sigmas[self._check(k)], self.sigma_data).c_in.to(x.dtype)
 
     def step(
         self,

@@ -30,18 +30,16 @@ evaluations of a step (``x_i`` and its derivative, as diffusers' Heun does); cal
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from .edm import denoised, precondition
-from .sampler import Evaluation, StepOutput, karras_sigmas
+from .sampler import Evaluation, KarrasSampler, StepOutput, karras_sigmas
 
 __all__ = ["HeunSampler"]
 
 
-class HeunSampler:
+class HeunSampler(KarrasSampler):
     """Deterministic 2nd-order Heun sampler (EDM Algorithm 1, no churn) for EDM v-prediction.
 
     Args:
@@ -64,8 +62,7 @@ class HeunSampler:
         rho: float = 7.0,
         sigma_data: float = 1.0,
     ) -> None:
-        self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
-        self.sigma_data = float(sigma_data)
+        self._set_arguments(num_steps, sigma_min, sigma_max, rho, sigma_data)
         self.sigmas = karras_sigmas(self.num_steps, sigma_min, sigma_max, rho)
         self.timesteps = 0.25 * self.sigmas[:-1].log()
         self.init_noise_sigma = float((self.sigmas.max() ** 2 + 1) ** 0.5)
@@ -82,32 +79,6 @@ class HeunSampler:
     def num_evaluations(self) -> int:
         """F calls per sample: ``2 S - 1``."""
         return len(self.evaluations)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``HeunSampler.from_config(s.config).config == s.config``."""
-        return {
-            "num_steps": self.num_steps,
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "rho": self.rho,
-            "sigma_data": self.sigma_data,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "HeunSampler":
-        return cls(**config)
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
-
-    def _check(self, k: int) -> int:
-        if not 0 <= k < len(self.evaluations):
-            raise ValueError(f"evaluation index must be in [0, {len(self.evaluations)}), got {k}")
-        return int(k)
 
     def _is_corrector(self, k: int) -> bool:
         """Whether call ``k`` is a step's second (corrector) evaluation."""

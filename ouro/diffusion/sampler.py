@@ -39,6 +39,7 @@ __all__ = [
     "svd_scheduler_config",
     "karras_sigmas",
     "Evaluation",
+    "KarrasSampler",
     "StepOutput",
     "EulerStepOutput",
     "EulerSampler",
@@ -112,7 +113,66 @@ class StepOutput(NamedTuple):
 EulerStepOutput = StepOutput
 
 
-class EulerSampler:
+class KarrasSampler:
+    """What the samplers share: the Karras schedule's arguments (``config`` round-trips through
+    ``from_config``), ``len`` (steps) and the index check of ``step`` / ``scale_model_input``.
+
+    Subclasses call :meth:`_set_arguments` first and define ``num_evaluations`` (F calls per sample).
+    """
+
+    num_steps: int
+    sigmas: Tensor  # [S + 1]
+    sigma_min: float
+    sigma_max: float
+    rho: float
+    sigma_data: float
+
+    def _set_arguments(self, num_steps: int, sigma_min: float, sigma_max: float, rho: float, sigma_data: float) -> None:
+        self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
+        self.sigma_data = float(sigma_data)
+
+    @property
+    def num_evaluations(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments; ``type(s).from_config(s.config).config == s.config``."""
+        return {
+            "num_steps": self.num_steps,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "rho": self.rho,
+            "sigma_data": self.sigma_data,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]):
+        return cls(**config)
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
+
+    def scale_model_input(
+        self,
+        x: Tensor,  # [B, ...] sample at sigmas[k]
+        k: int,
+    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[k]^2 + sigma_data^2), in x's dtype (EDM c_in)
+        """The UNet input of F call ``k`` (Euler, DPM-Solver++: step ``k``; Heun overrides it)."""
+        return x * precondition(self.sigmas[self._check(k)], self.sigma_data).c_in.to(x.dtype)
+
+    def _check(self, k: int) -> int:
+        """``k`` as an int, if it indexes an F call (for Euler and DPM-Solver++ a step)."""
+        if not 0 <= k < self.num_evaluations:
+            what = "step" if self.num_evaluations == self.num_steps else "evaluation"
+            raise ValueError(f"{what} index must be in [0, {self.num_evaluations}), got {k}")
+        return int(k)
+
+
+class EulerSampler(KarrasSampler):
     """Deterministic Euler sampler (no churn) for EDM v-prediction; owns no weights and no state.
 
     Args:
@@ -136,8 +196,7 @@ class EulerSampler:
         rho: float = 7.0,
         sigma_data: float = 1.0,
     ) -> None:
-        self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
-        self.sigma_data = float(sigma_data)
+        self._set_arguments(num_steps, sigma_min, sigma_max, rho, sigma_data)
         self.sigmas = karras_sigmas(self.num_steps, sigma_min, sigma_max, rho)
         self.timesteps = 0.25 * self.sigmas[:-1].log()
         # diffusers, timestep_spacing "leading": sqrt(max(sigmas)^2 + 1) in float32
@@ -153,32 +212,6 @@ class EulerSampler:
         """F calls per sample: ``num_steps``."""
         return self.num_steps
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments; ``EulerSampler.from_config(s.config).config == s.config``."""
-        return {
-            "num_steps": self.num_steps,
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "rho": self.rho,
-            "sigma_data": self.sigma_data,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "EulerSampler":
-        return cls(**config)
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config.items())})"
-
-    def _check(self, i: int) -> int:
-        if not 0 <= i < self.num_steps:
-            raise ValueError(f"step index must be in [0, {self.num_steps}), got {i}")
-        return int(i)
-
     def add_noise(
         self,
         x0: Tensor,  # [B, ...] clean sample
@@ -187,14 +220,6 @@ class EulerSampler:
     ) -> Tensor:  # [B, ...] x0 + sigmas[i] * noise, in x0's dtype
         """Noise a clean sample to the level of step ``i``, to start sampling there."""
         return x0 + self.sigmas[self._check(i)] * noise
-
-    def scale_model_input(
-        self,
-        x: Tensor,  # [B, ...] sample at sigmas[i]
-        i: int,
-    ) -> Tensor:  # [B, ...] x / sqrt(sigmas[i]^2 + sigma_data^2), in x's dtype (EDM c_in)
-        """The UNet input at step ``i``."""
-        return x * precondition(self.sigmas[self._check(i)], self.sigma_data).c_in.to(x.dtype)
 
     def step(
         self,

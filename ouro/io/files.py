@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -25,7 +26,7 @@ import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 __all__ = [
     "STAGING",
@@ -38,6 +39,7 @@ __all__ = [
     "file_sha256",
     "host_name",
     "make_parent",
+    "read_json",
     "make_temp_folder",
     "pid_alive",
     "remove_staging_area",
@@ -261,3 +263,11 @@ def remove_staging_area(parent: str | os.PathLike, area: str = STAGING) -> None:
         (Path(parent) / area).rmdir()
     except OSError:
         pass
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable (a run's optional records)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
