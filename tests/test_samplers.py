@@ -256,3 +256,20 @@ def test_make_sampler_defaults_are_svds_schedule_and_counts_start_at_one_step():
             num_evaluations(name, 0)
         with pytest.raises(ValueError, match="evaluations must be >= 1"):
             steps_for_evaluations(name, 0)
+
+
+def test_dpm_solver_defaults_and_guards():
+    """DPMSolverSampler() is 25 steps on SVD's schedule (700 -> 0.002, rho 7) at sigma_data 1, on diffusers'
+    EDM DPM-Solver++ with its own defaults (lower_order_final on, euler_at_final off); one step is the smallest;
+    a fresh sampler expects step 0 first."""
+    from ouro.diffusion.dpm_solver import dpm_solver_scheduler
+
+    assert DPMSolverSampler().config == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 700.0, "rho": 7.0, "sigma_data": 1.0}
+    cfg = dpm_solver_scheduler(0.002, 700.0).config
+    assert (cfg.rho, cfg.sigma_data, cfg.lower_order_final, cfg.euler_at_final) == (7.0, 1.0, True, False)
+    assert DPMSolverSampler(1).num_evaluations == 1
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        DPMSolverSampler(0)
+    x = torch.ones(2)
+    with pytest.raises(ValueError, match="expected step 0"):
+        DPMSolverSampler(3).step(x, 1, x)
