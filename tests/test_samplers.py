@@ -273,3 +273,18 @@ def test_dpm_solver_defaults_and_guards():
     x = torch.ones(2)
     with pytest.raises(ValueError, match="expected step 0"):
         DPMSolverSampler(3).step(x, 1, x)
+
+
+def test_heun_defaults_one_step_and_input_scaling():
+    """HeunSampler() is 25 steps on SVD's schedule at sigma_data 1; a 1-step Heun is one Euler step to sigma 0
+    (its output is D itself); the UNet input is x / sqrt(sigma^2 + 1) at every evaluation's sigma (EDM c_in)."""
+    assert HeunSampler().config == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 700.0, "rho": 7.0, "sigma_data": 1.0}
+    one = HeunSampler(1, sigma_max=80.0)
+    x, out = torch.tensor([[3.0, -2.0]]), torch.tensor([[0.5, 0.25]])
+    s = 80.0
+    d = x / (s**2 + 1) - out * s / math.sqrt(s**2 + 1)  # D = c_skip x + c_out F, by hand
+    step = one.step(out, 0, x)
+    torch.testing.assert_close(step.prev_sample, d) and torch.testing.assert_close(step.pred_original_sample, d)
+    three = HeunSampler(3, sigma_max=80.0)
+    for k, ev in enumerate(three.evaluations):
+        torch.testing.assert_close(three.scale_model_input(x, k), x / math.sqrt(float(ev.sigma) ** 2 + 1))
