@@ -13,6 +13,7 @@ from ouro.geometry import (
     from_condition_frame,
     intrinsics_from_fov,
     invert_rigid,
+    look_at,
     normalize_intrinsics,
     official_inference_cameras,
     opengl_to_opencv,
@@ -124,6 +125,48 @@ def test_orbit_matches_the_official_inference_cameras():
 def test_orbit_rejects_a_pole():
     with pytest.raises(ValueError, match="elevation"):
         orbit_cameras(4, 90.0)
+    with pytest.raises(ValueError, match="elevation"):
+        orbit_cameras(4, -90.0)
+
+
+def test_orbit_defaults_explicit_azimuths_and_a_steep_elevation():
+    # Defaults: elevation 0, azimuth start 0, the public checkpoint's radius 1.741697 (OFFICIAL.md 12.2):
+    # camera k sits at r (sin az, 0, cos az) with az = 90 k deg.
+    r = 1.741697
+    centres = orbit_cameras(4, dtype=torch.float64)[:, :3, 3]
+    expected = torch.tensor([[0, 0, r], [r, 0, 0], [0, 0, -r], [-r, 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(centres, expected, atol=1e-6, rtol=0)
+    # explicit azimuths replace the even spacing; a list of the wrong length is refused
+    c2w = orbit_cameras(3, 0.0, radius=2.0, azimuths_deg=[90.0, 0.0, 180.0], dtype=torch.float64)
+    torch.testing.assert_close(c2w[:, :3, 3], torch.tensor([[2.0, 0, 0], [0, 0, 2.0], [0, 0, -2.0]], dtype=torch.float64), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="azimuths_deg"):
+        orbit_cameras(3, azimuths_deg=[0.0, 90.0])
+    # 89.5 deg is allowed (only the poles are): centre r (0, sin el, cos el), looking at the origin
+    el = math.radians(89.5)
+    steep = orbit_cameras(1, 89.5, radius=2.0, dtype=torch.float64)[0]
+    torch.testing.assert_close(steep[:3, 3], torch.tensor([0.0, 2 * math.sin(el), 2 * math.cos(el)], dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(steep[:3, 2], torch.tensor([0.0, -math.sin(el), -math.cos(el)], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_look_at_with_a_target_and_any_batch_shape():
+    # [2, 2, 3] eyes: the front and side cameras of test_blender_*; then the front camera moved to look at
+    # (1, 0, 0) from (1, 0, 2), and moved back to (0, 0, 3): same rotation, other centres.
+    front = torch.tensor([[1, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 2], [0, 0, 0, 1]], dtype=torch.float64)
+    side = torch.tensor([[0, 0, -1, 2], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    eye = torch.tensor([[[0, 0, 2], [2, 0, 0]], [[1, 0, 2], [0, 0, 3]]], dtype=torch.float64)
+    target = torch.tensor([[[0, 0, 0], [0, 0, 0]], [[1, 0, 0], [0, 0, 0]]], dtype=torch.float64)
+    c2w = look_at(eye, target)
+    assert c2w.shape == (2, 2, 4, 4)
+    shifted, farther = front.clone(), front.clone()
+    shifted[0, 3], farther[2, 3] = 1.0, 3.0
+    expected = torch.stack([torch.stack([front, side]), torch.stack([shifted, farther])])
+    torch.testing.assert_close(c2w, expected, atol=1e-12, rtol=0)
+
+
+def test_fov_of_the_official_normalised_intrinsics():
+    # OFFICIAL.md 12.2: the normalised fx = 1.388889 of the public cameras is a 39.59775 deg field of view.
+    K = torch.tensor([[1.388889, 0, 0.5], [0, 1.388889, 0.5], [0, 0, 1]], dtype=torch.float64)
+    assert fov_from_intrinsics(K).item() == pytest.approx(39.59775, abs=1e-5)
 
 
 def random_poses(n, seed=0):
@@ -217,6 +260,9 @@ def test_condition_frame_of_an_elevated_orbit():
     # ... every camera keeps its distance to the origin and its pose relative to the others.
     torch.testing.assert_close(rel[:, :3, 3].norm(dim=-1), torch.full((8,), 1.9, dtype=torch.float64))
     torch.testing.assert_close(invert_rigid(rel[0]) @ rel[5], invert_rigid(c2w[0]) @ c2w[5], atol=1e-12, rtol=0)
+    # Back to the world frame from one (unbatched) reference pose: the condition pose lands on it.
+    torch.testing.assert_close(from_condition_frame(expected0[None], c2w[0])[0], c2w[0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(from_condition_frame(rel, c2w[0]), c2w, atol=1e-12, rtol=0)
     # The official inference cameras are already in that frame.
     official = official_inference_cameras(dtype=torch.float64)
     torch.testing.assert_close(to_condition_frame(official), official, atol=1e-12, rtol=0)

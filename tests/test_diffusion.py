@@ -298,3 +298,27 @@ def test_guidance_scales_and_apply_guidance():
     torch.testing.assert_close(apply_guidance(u, c, g[None].repeat(2, 1)), by_hand)  # [B, F] scales
     torch.testing.assert_close(apply_guidance(u, c, 1.0), c)  # scale 1 = the conditional prediction
     assert apply_guidance(u.half(), c.half(), g).dtype == torch.float16
+
+
+def test_training_sigmas_are_the_log_normal_of_the_generators_draws():
+    """ln sigma = p_mean + p_std z and ln sigma_c = -3 + 0.5 z (paper; OFFICIAL.md 11.6, 14) with z the generator's
+    standard-normal draws, value for value; without a generator (global RNG) and on another device they work too."""
+    z = torch.randn(6, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(sample_sigmas(6, torch.Generator().manual_seed(4)), (1.0 + 1.6 * z).exp())
+    torch.testing.assert_close(sample_cond_sigmas(6, torch.Generator().manual_seed(4)), (-3.0 + 0.5 * z).exp())
+    torch.testing.assert_close(sample_sigmas(6, torch.Generator().manual_seed(4), 0.5, 2.0), (0.5 + 2.0 * z).exp())
+    free = sample_sigmas(3)
+    assert free.shape == (3,) and bool((free > 0).all())
+    assert sample_sigmas(3, device="meta").device.type == "meta"  # the requested device, not the generator's
+
+
+def test_sigma_of_the_samples_full_shape_broadcasts():
+    """A per-element sigma (shape = the sample's, the longest prefix) is accepted by add_noise / denoised /
+    v_target; one dim more is refused."""
+    gen = torch.Generator().manual_seed(1)
+    x0, n = torch.randn(2, 3, generator=gen, dtype=torch.float64), torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    sigma = torch.tensor([[0.5, 1.0, 2.0], [3.0, 4.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(add_noise(x0, n, sigma), x0 + sigma * n)
+    torch.testing.assert_close(denoised(add_noise(x0, n, sigma), v_target(x0, n, sigma), sigma), x0)
+    with pytest.raises(AssertionError):
+        add_noise(x0, n, sigma[None])

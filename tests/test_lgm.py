@@ -63,6 +63,15 @@ def test_big_state_dict_equals_the_official_listing():
     assert model.to_ouro_config() == PRESETS["paper"].reconstructor
 
 
+def test_constructor_defaults_are_the_public_big_model():
+    """`Reconstructor()`, what a config.json without some fields loads as, is the public recon_model.pth
+    architecture (its shipped key and shape listing) with the rest of the paper preset's settings."""
+    with torch.device("meta"):
+        model = Reconstructor()
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == _official_listing()
+    assert model.to_ouro_config() == PRESETS["paper"].reconstructor
+
+
 def test_big_maps_official_input_shapes_on_meta():
     with torch.device("meta"):
         model = Reconstructor.from_preset("big")
@@ -153,6 +162,8 @@ def test_zero_init_embedding_ignores_the_noise_level(views):
     assert not torch.allclose(moved[0], moved[1], atol=1e-3)
     assert not torch.allclose(moved[1], moved[2], atol=1e-3)
     assert torch.equal(moved[1], model(images, c2w, K, torch.zeros(2)).raw.detach())  # float == [B] tensor
+    with torch.no_grad():  # no noise level given: clean images, c_noise = 0 (the public training code's clean pass)
+        assert torch.equal(moved[1], model(images, c2w, K).raw)
 
 
 def test_per_sample_noise_levels_apply_to_all_views_of_their_object(views):
@@ -288,5 +299,8 @@ def test_g_reads_views_0_2_4_6_of_8_by_default():
                             up_channels=(8,), up_attention=(False,), input_size=8, splat_size=4, norm_groups=4)
     assert tuple(default.config.input_views) == (0, 2, 4, 6)
     assert default.select_views(8) == [0, 2, 4, 6]
+    assert default.select_views(7) == [0, 2, 4, 6] and default.select_views(4) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="got 6 views; expected 4 or at least 7"):
+        default.select_views(6)
     config = {k: v for k, v in dict(default.config).items() if k != "input_views" and not k.startswith("_")}
     assert Reconstructor.from_config(config).select_views(8) == [0, 2, 4, 6]

@@ -22,6 +22,7 @@ from ouro.metrics import (
     ssim,
 )
 from ouro.metrics import lpips as lp
+from ouro.metrics.image import psnr_from_mse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,8 +74,42 @@ def test_identical_images_psnr_inf_or_cap_ssim_one():
         torch.testing.assert_close(ssim(x, x, border=border), torch.ones(2), atol=1e-6, rtol=0)
 
 
+def test_psnr_from_mse_and_the_precision_it_computes_in():
+    assert psnr_from_mse(torch.tensor(0.01)).item() == pytest.approx(20.0)  # default peak 1: 10 log10(1 / 0.01)
+    # float64 images stay float64: an error of 1e-6 is MSE 1e-12, 120 dB (float32 would round 0.5 + 1e-6 and give 119.89)
+    target = torch.full((3, 4, 4), 0.5, dtype=torch.float64)
+    out = psnr(target + 1e-6, target)
+    assert out.dtype == torch.float64 and out.item() == pytest.approx(120.0, abs=1e-4)  # torchmetrics: 119.9999946
+    # half images are computed in float32: an error of 0.25 is MSE 1/16, 10 log10(16) dB
+    half = psnr(target.half() + 0.25, target.half())
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(10 * math.log10(16), abs=1e-5)
+
+
+def test_metrics_refuse_bad_inputs_with_one_clear_line():
+    with pytest.raises(ValueError, match="expected images"):
+        psnr(torch.zeros(4, 4), torch.zeros(4, 4))
+    small = torch.rand(3, 5, 5, generator=_gen(4))
+    with pytest.raises(ValueError, match="larger than 5 pixels for border='reflect'"):
+        ssim(small, small)
+    with pytest.raises(ValueError, match="at least 11x11 for border='valid'"):
+        ssim(small[:, :4, :4], small[:, :4, :4], border="valid")
+    # the smallest sizes each border takes: 6x6 (reflect pads 5), 11x11 (one valid window)
+    x6, x11 = torch.rand(3, 6, 6, generator=_gen(5)), torch.rand(3, 11, 11, generator=_gen(6))
+    assert ssim(x6, x6).item() == pytest.approx(1.0, abs=1e-6)
+    assert ssim(x11, x11, border="valid").item() == pytest.approx(1.0, abs=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # SSIM: torchmetrics' formula, computed by scikit-image
+
+
+def test_ssim_constants_scale_with_the_data_range():
+    # constant images 255 and 127.5 on a 0-255 scale: variances and covariance are 0, so
+    # SSIM = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) with C1 = (0.01 * 255)^2 = 6.5025
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * 255 * 127.5 + c1) / (255**2 + 127.5**2 + c1)  # 0.8000160...
+    white, grey = torch.full((3, 16, 16), 255.0, dtype=torch.float64), torch.full((3, 16, 16), 127.5, dtype=torch.float64)
+    assert ssim(white, grey, data_range=255.0).item() == pytest.approx(expected, abs=1e-9)
 
 
 def _noisy_pair(shape, seed):

@@ -22,7 +22,7 @@ from ouro.geometry import (
 )
 from ouro.models import MultiViewUNet, MultiViewUNetOutput
 from ouro.models.adapter import AdapterBlock, FeedbackAdapter
-from ouro.models.plucker_embedding import PluckerEmbedding, harmonic_embedding, unet_plucker_rays
+from ouro.models.plucker_embedding import PluckerEmbedding, harmonic_dim, harmonic_embedding, unet_plucker_rays
 from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel, TransformerTemporalModelOutput
 from conftest import official_listing
 
@@ -243,6 +243,8 @@ def test_harmonic_embedding_is_sin_cos_input_component_major():
     torch.testing.assert_close(batch[1, 2], expected, atol=1e-6, rtol=0)
     mlp = PluckerEmbedding(16)
     assert [tuple(p.shape) for p in mlp.embed.parameters()] == [(16, 78), (16,), (16, 16), (16,)]
+    # the default width is the public checkpoint's 78 (OFFICIAL.md 6.6); 3 inputs x (2 x 4 + 1) = 27
+    assert harmonic_dim() == 78 and harmonic_dim(3, 4) == 27
     assert mlp(batch).shape == (2, 3, 16)
 
 

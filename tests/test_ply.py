@@ -72,6 +72,24 @@ def test_low_opacity_gaussians_are_pruned(tmp_path):
     assert len(read_ply_arrays(tmp_path / "g.ply")["x"]) == 150
 
 
+def test_pruning_keeps_the_opacity_at_the_threshold(tmp_path):
+    # LGM's save_ply (core/gs.py) keeps `opacity >= 0.005`: a Gaussian exactly at the threshold stays.
+    gs = random_gaussians(3)
+    gs.opacities[:] = torch.tensor([0.005, 0.0049, 0.0051])
+    assert write_ply(tmp_path / "g.ply", gs) == 2
+    assert read_ply_arrays(tmp_path / "g.ply")["x"].tolist() == pytest.approx(gs.means[[0, 2], 0].tolist())
+
+
+def test_fully_opaque_and_fully_transparent_gaussians_get_finite_logits(tmp_path):
+    # opacity 1 and 0 would be logits +-inf, which viewers turn into NaN; they are clamped to
+    # [1e-7, 1 - 1e-7] first: logit = +-ln((1 - 1e-7) / 1e-7) = +-16.118095...
+    gs = random_gaussians(2)
+    gs.opacities[:] = torch.tensor([1.0, 0.0])
+    write_ply(tmp_path / "g.ply", gs, prune_opacity=None)
+    logit = float(np.log((1 - 1e-7) / 1e-7))
+    assert read_ply_arrays(tmp_path / "g.ply")["opacity"].tolist() == pytest.approx([logit, -logit], rel=1e-6)
+
+
 def test_bad_files_are_refused_with_the_file_name(tmp_path):
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"not a ply at all")
@@ -119,6 +137,29 @@ def test_official_activation_normalises_rotations_over_the_gaussians():
     torch.testing.assert_close(official, torch.tensor([[0.6, 1.0, 0.0, 0.0], [0.8, 0.0, 0.0, 1.0]]))
     default = Gaussians.from_raw(raw).rotations[0]
     torch.testing.assert_close(default, torch.tensor([[0.6, 0.8, 0.0, 0.0], [4 / 20**0.5, 0.0, 0.0, 2 / 20**0.5]]))
+
+
+def test_lgm_layout_and_activations_by_hand():
+    """LGM's 14 channels (core/gs.py slices them as xyz 0:3, opacity 3:4, scale 4:7, rotation 7:11, rgb 11:14)
+    and its activations: xyz clamped to [-1, 1], sigmoid opacity, 0.1 softplus scale, 0.5 tanh + 0.5 colour."""
+    assert (LAYOUT.means, LAYOUT.opacities, LAYOUT.scales, LAYOUT.rotations, LAYOUT.colors, LAYOUT.channels) == (
+        slice(0, 3), slice(3, 4), slice(4, 7), slice(7, 11), slice(11, 14), 14)
+    raw = torch.tensor([[-1.5, 0.25, 2.0, 0.0, 0.0, 1.0, -1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0, -1.0]])
+    g = Gaussians.from_raw(raw)
+    softplus = lambda x: float(np.log1p(np.exp(x)))  # noqa: E731
+    torch.testing.assert_close(g.means, torch.tensor([[-1.0, 0.25, 1.0]]))
+    torch.testing.assert_close(g.opacities, torch.tensor([0.5]))
+    torch.testing.assert_close(g.scales, 0.1 * torch.tensor([[softplus(0.0), softplus(1.0), softplus(-1.0)]]))
+    torch.testing.assert_close(g.rotations, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    t = float(np.tanh(1.0))
+    torch.testing.assert_close(g.colors, torch.tensor([[0.5, 0.5 + 0.5 * t, 0.5 - 0.5 * t]]))
+    # packed back in the same channel order, also with batch dims
+    packed = g.to_tensor()
+    torch.testing.assert_close(packed[0, [0, 3, 4, 7, 11]], torch.tensor([-1.0, 0.5, 0.1 * softplus(0.0), 1.0, 0.5]))
+    batched = Gaussians.from_raw(raw.expand(2, 3, 14))
+    assert batched.to_tensor().shape == (2, 3, 14)
+    torch.testing.assert_close(batched.to_tensor()[1, 2], packed[0])
+    torch.testing.assert_close(Gaussians.from_tensor(batched.to_tensor()).opacities, torch.full((2, 3), 0.5))
 
 
 def test_rotate_turns_centres_and_covariances_and_keeps_the_rest():

@@ -78,6 +78,35 @@ def reference_render(g: Gaussians, c2w, K, width, height, background, compat=Non
     return torch.stack(rgbs), torch.stack(alphas), torch.stack(depths)
 
 
+def test_quaternion_to_matrix_against_scipy_and_by_hand():
+    """The reference above builds covariances with ouro's quaternion_to_matrix, so check that one independently:
+    scipy's rotations for unit quaternions (scipy orders them x, y, z, w), the public rasterizer's polynomial
+    for an un-normalised one (compat="official"), and R diag(s^2) R^T for the covariances."""
+    from scipy.spatial.transform import Rotation
+
+    from ouro.gaussians import covariances
+
+    q = torch.nn.functional.normalize(torch.randn(16, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64), dim=-1)
+    expected = torch.from_numpy(Rotation.from_quat(q[:, [1, 2, 3, 0]].numpy()).as_matrix())
+    torch.testing.assert_close(quaternion_to_matrix(q), expected, atol=1e-12, rtol=0)
+    # (w, x, y, z) = (1, 1, 0, 0), not normalised: [[1, 0, 0], [0, 1 - 2x^2, -2wx], [0, 2wx, 1 - 2x^2]]
+    q_raw = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(quaternion_to_matrix(q_raw), torch.tensor([[1.0, 0, 0], [0, -1, -2], [0, 2, -1]], dtype=torch.float64))
+    # 90 deg about z with scales (1, 2, 3): R diag(1, 4, 9) R^T = diag(4, 1, 9); batched [2, 2] Gaussians
+    rz = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)], dtype=torch.float64)
+    g = Gaussians(torch.zeros(2, 2, 3, dtype=torch.float64), torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).expand(2, 2, 3),
+                  rz.expand(2, 2, 4), torch.ones(2, 2, dtype=torch.float64), torch.zeros(2, 2, 3, dtype=torch.float64))
+    cov = covariances(g)
+    assert cov.shape == (2, 2, 3, 3)
+    torch.testing.assert_close(cov, torch.diag(torch.tensor([4.0, 1.0, 9.0], dtype=torch.float64)).expand(2, 2, 3, 3), atol=1e-12, rtol=0)
+    # a rotation that leaves the covariance non-diagonal, unbatched [N]: 45 deg about x, scales (1, 2, 3)
+    rx = torch.tensor([[math.cos(math.pi / 8), math.sin(math.pi / 8), 0.0, 0.0]], dtype=torch.float64)
+    g1 = Gaussians(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64), rx,
+                   torch.ones(1, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64))
+    # R = [[1, 0, 0], [0, c, -c], [0, c, c]] with c = 1/sqrt(2): R diag(1, 4, 9) R^T = [[1, 0, 0], [0, 6.5, -2.5], [0, -2.5, 6.5]]
+    torch.testing.assert_close(covariances(g1)[0], torch.tensor([[1.0, 0, 0], [0, 6.5, -2.5], [0, -2.5, 6.5]], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # scenes
 

@@ -58,6 +58,22 @@ def test_rays_with_non_square_pixel_intrinsics():
     torch.testing.assert_close(d[0, 15, 31], world, atol=1e-12, rtol=0)
 
 
+def test_rays_with_an_off_centre_principal_point():
+    # Normalised K with fx = 1, fy = 2, cx = 0.25, cy = 0.75 (cx != cy, so swapping them shows). Pixel (row 0,
+    # col 3) of a 2x4 image sits at (u, v) = (3.5 / 4, 0.5 / 2) = (0.875, 0.25): camera direction
+    # ((0.875 - 0.25) / 1, (0.25 - 0.75) / 2, 1) = (0.625, -0.25, 1). The front camera at (0, 0, 2) has
+    # right = +x, down = -y, forward = -z, so the world direction is (0.625, 0.25, -1) / |.|.
+    K = torch.tensor([[1.0, 0.0, 0.25], [0.0, 2.0, 0.75], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    c2w = orbit_cameras(1, 0.0, 0.0, 2.0, dtype=torch.float64)[0]
+    origins, d = camera_rays(c2w, K, 2, 4)
+    expected = torch.tensor([0.625, 0.25, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(d[0, 3], expected / expected.norm(), atol=1e-12, rtol=0)
+    # pixel (row 1, col 0): (u, v) = (0.125, 0.75) -> camera (-0.125, 0, 1) -> world (-0.125, 0, -1)
+    expected = torch.tensor([-0.125, 0.0, -1.0], dtype=torch.float64)
+    torch.testing.assert_close(d[1, 0], expected / expected.norm(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(origins[1, 0], torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 def test_a_point_seen_from_two_views_has_one_ccm_value():
     # P = (0, 0, 0.5). Camera A at azimuth 0, camera B at azimuth 90, both at radius 2, 65x65 px, fx = 40 px.
     # A sees P at the centre pixel (row 32, col 32) at z-depth 1.5; B sees P at camera x = -0.5, z = 2, so at
@@ -98,6 +114,26 @@ def test_unproject_depth_by_hand_and_ccm_clamp():
     ccm = coordinate_maps(depth[None], c2w, K, bound=0.5)
     assert ccm[0, 0, 1].item() == 1.0  # x = 1 is outside [-0.5, 0.5] -> clamped
     assert ccm[1, 0, 1].item() == pytest.approx(0.75)
+
+
+def test_ccm_default_bound_is_the_unit_box_and_clamps_at_both_ends():
+    # Camera at (2, 0, 0) looking at the origin (right = -z, down = -y, forward = -x), f = 1: pixel (row i, col j)
+    # of a 2x2 image has camera direction ((j + 0.5) / 2 - 0.5, (i + 0.5) / 2 - 0.5, 1), so the camera point
+    # (x, y, z) is the world point (2 - z, -y, -x); the CCM of the unit box is (X + 1) / 2 clamped to [0, 1].
+    c2w = orbit_cameras(1, 0.0, 90.0, 2.0, dtype=torch.float64)[0]
+    K = intrinsics_from_fov(2 * math.degrees(math.atan(0.5)), dtype=torch.float64)
+    depth = torch.tensor([[[0.0, 1.0], [1.5, 3.5]]], dtype=torch.float64)  # (0, 0) is background
+    ccm = coordinate_maps(depth, c2w, K)
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 0.0],  # background
+            [1.0, 0.625, 0.375],  # (0, 1), z = 1: camera (0.25, -0.25, 1) -> world (1, 0.25, -0.25)
+            [0.75, 0.3125, 0.6875],  # (1, 0), z = 1.5: camera (-0.375, 0.375, 1.5) -> world (0.5, -0.375, 0.375)
+            [0.0, 0.0625, 0.0625],  # (1, 1), z = 3.5: camera (0.875, 0.875, 3.5) -> world (-1.5, -0.875, -0.875)
+        ],
+        dtype=torch.float64,
+    )  # the last x is (-1.5 + 1) / 2 = -0.25 before the clamp
+    torch.testing.assert_close(ccm.permute(1, 2, 0).reshape(4, 3), expected, atol=1e-12, rtol=0)
 
 
 def test_official_coordinate_map_by_hand():

@@ -418,3 +418,79 @@ def test_feedback_maps_reach_f_in_the_compute_dtype(image):
         del generator.encode_feedback
     assert seen == [[], [torch.bfloat16] * 2, [torch.bfloat16] * 2]  # step 0: zero maps (encoded once)
     assert out.views.dtype == torch.float32 and bool(out.views.isfinite().all())
+
+
+def test_image_grid_by_hand_pads_with_white():
+    """Views laid out row by row; a grid with more cells than views is padded with white."""
+    from ouro.pipelines.sample import image_grid
+
+    views = torch.stack([torch.full((3, 2, 2), v) for v in (0.1, 0.2, 0.3)])
+    grid = image_grid(views)  # 2 rows x 2 columns
+    assert grid.shape == (3, 4, 4)
+    torch.testing.assert_close(grid[:, ::2, ::2][0], torch.tensor([[0.1, 0.2], [0.3, 1.0]]))
+    eight = image_grid(torch.arange(8.0).view(8, 1, 1, 1).expand(8, 3, 1, 1))
+    assert eight.shape == (3, 2, 4) and eight[0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_turntable_defaults_are_the_public_orbit_video():
+    """The public inference's orbit video (docs/OFFICIAL.md 13): radius 1.5, fovy 49.1 deg, elevation 0."""
+    from ouro.pipelines.sample import turntable
+    from test_ply import random_gaussians
+
+    g = random_gaussians(n=200, seed=2)
+    default = turntable(g, 3, 32)
+    assert torch.equal(default, turntable(g, 3, 32, radius=1.5, fov_deg=49.1, elevation_deg=0.0))
+    assert not torch.equal(default, turntable(g, 3, 32, elevation_deg=1.0))
+
+
+def test_output_views_and_intermediate_files_are_the_decoded_x0(pipe, image, tmp_path):
+    """The output views are the last step's decoded x0 mapped from [-1, 1] to [0, 1] (the record of that step holds
+    the same decode); write_outputs saves each step's x0, render and coordinate-map grids as 8-bit PNGs."""
+    from ouro.pipelines.sample import write_outputs
+
+    calls = []
+    result = pipe(image, SampleSettings(num_steps=2, save_intermediate=True), progress=lambda done, n: calls.append((done, n)))
+    assert [r.step for r in result.steps] == [0, 1] and calls == [(1, 2), (2, 2)]
+    torch.testing.assert_close(result.views, result.steps[-1].x0_views, rtol=0, atol=0)
+    assert result.views.mean() > 0.05 and result.views.std() > 0.01  # not clamped flat
+    folder = tmp_path / "obj"
+    folder.mkdir()
+    write_outputs(folder, result, image, {}, video_frames=2, video_size=16)
+    names = sorted(p.name for p in (folder / "intermediate").iterdir())
+    assert names == [f"step{s:03d}_{k}.png" for s in (0, 1) for k in ("ccm", "render", "x0")]
+    ccm = np.asarray(Image.open(folder / "intermediate" / "step001_ccm.png"))
+    rec = result.steps[1].ccm  # [8, 3, 64, 64] -> a 2 x 4 grid, rounded to 8 bits
+    by_hand = (rec.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8).view(2, 4, 3, 64, 64).permute(0, 3, 1, 4, 2).reshape(128, 256, 3)
+    np.testing.assert_array_equal(ccm, by_hand.numpy())
+
+
+def test_load_pipeline_keeps_every_model_on_its_device_unless_asked(tiny_checkpoint):
+    """Offloading is opt-in (`--offload`): by default every model stays on the device, and meta.json says so."""
+    from ouro.pipelines.sample import load_pipeline
+
+    pipe, description = load_pipeline(checkpoint=tiny_checkpoint)
+    assert pipe.placer.offload is False and pipe.describe(SampleSettings())["offload"] is False
+    assert description == f"checkpoint {tiny_checkpoint}"
+    assert load_pipeline(checkpoint=tiny_checkpoint, offload=True)[0].placer.offload is True
+    assert SamplePipeline(make_tiny_models()).placer.offload is False
+
+
+def test_view_cameras_other_than_eight_are_an_even_orbit_at_elevation_0():
+    """V != 8 views: V evenly spaced azimuths from +z towards +x, elevation 0, at the given radius and fov."""
+    import math
+
+    from ouro.pipelines.sample import view_cameras
+
+    c2w, K = view_cameras(4, 2.0, 40.0)
+    centres = torch.tensor([[0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 0.0, -2.0], [-2.0, 0.0, 0.0]])
+    torch.testing.assert_close(c2w[:, :3, 3], centres, atol=1e-6, rtol=0)
+    focal = 0.5 / math.tan(math.radians(20.0))  # normalised: f / image size
+    torch.testing.assert_close(K[:, 0, 0], torch.full((4,), focal))
+
+
+def test_decode_chunk_of_one_frame_is_the_smallest(pipe, image):
+    """`decode_chunk` 1 (one frame per VAE decode, as SVD's decode_chunk_size=1) runs; 0 is refused."""
+    result = pipe(image, SampleSettings(num_steps=1, decode_chunk=1))
+    assert result.views.shape == (8, 3, 64, 64)
+    with pytest.raises(ValueError, match="decode_chunk must be >= 1, got 0"):
+        pipe(image, SampleSettings(num_steps=1, decode_chunk=0))

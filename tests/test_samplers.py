@@ -240,3 +240,51 @@ def test_half_precision_outputs_come_back_in_their_dtype():
         prev16, x0_16 = sampler.step(torch.tensor([[0.5, 0.25]]).half(), 0, x.half())
         assert prev16.dtype == torch.float16 and x0_16.dtype == torch.float32
         torch.testing.assert_close(prev16.float(), prev32, rtol=2e-3, atol=2e-2)
+
+
+def test_make_sampler_defaults_are_svds_schedule_and_counts_start_at_one_step():
+    """Without settings every sampler runs SVD's schedule (scheduler_config.json: sigma 700 -> 0.002, rho 7;
+    OFFICIAL.md 11.3) at sigma_data 1; one step is the smallest count, zero is refused."""
+    for name in SAMPLERS:
+        sampler = make_sampler(name, 25)
+        assert sampler.config["sigma_data"] == 1.0
+        assert sampler.sigmas[0].item() == pytest.approx(700.0, rel=1e-5) and sampler.sigmas[-2].item() == pytest.approx(0.002, rel=1e-5)
+        assert sampler.sigmas[-1].item() == 0.0 and len(sampler.sigmas) == 26
+        assert sampler.sigmas[1].item() == pytest.approx(545.73, abs=0.01)  # the public table's second level
+        assert num_evaluations(name, 1) == 1 and steps_for_evaluations(name, 1) == 1
+        with pytest.raises(ValueError, match="num_steps must be >= 1"):
+            num_evaluations(name, 0)
+        with pytest.raises(ValueError, match="evaluations must be >= 1"):
+            steps_for_evaluations(name, 0)
+
+
+def test_dpm_solver_defaults_and_guards():
+    """DPMSolverSampler() is 25 steps on SVD's schedule (700 -> 0.002, rho 7) at sigma_data 1, on diffusers'
+    EDM DPM-Solver++ with its own defaults (lower_order_final on, euler_at_final off); one step is the smallest;
+    a fresh sampler expects step 0 first."""
+    from ouro.diffusion.dpm_solver import dpm_solver_scheduler
+
+    assert DPMSolverSampler().config == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 700.0, "rho": 7.0, "sigma_data": 1.0}
+    cfg = dpm_solver_scheduler(0.002, 700.0).config
+    assert (cfg.rho, cfg.sigma_data, cfg.lower_order_final, cfg.euler_at_final) == (7.0, 1.0, True, False)
+    assert DPMSolverSampler(1).num_evaluations == 1
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        DPMSolverSampler(0)
+    x = torch.ones(2)
+    with pytest.raises(ValueError, match="expected step 0"):
+        DPMSolverSampler(3).step(x, 1, x)
+
+
+def test_heun_defaults_one_step_and_input_scaling():
+    """HeunSampler() is 25 steps on SVD's schedule at sigma_data 1; a 1-step Heun is one Euler step to sigma 0
+    (its output is D itself); the UNet input is x / sqrt(sigma^2 + 1) at every evaluation's sigma (EDM c_in)."""
+    assert HeunSampler().config == {"num_steps": 25, "sigma_min": 0.002, "sigma_max": 700.0, "rho": 7.0, "sigma_data": 1.0}
+    one = HeunSampler(1, sigma_max=80.0)
+    x, out = torch.tensor([[3.0, -2.0]]), torch.tensor([[0.5, 0.25]])
+    s = 80.0
+    d = x / (s**2 + 1) - out * s / math.sqrt(s**2 + 1)  # D = c_skip x + c_out F, by hand
+    step = one.step(out, 0, x)
+    torch.testing.assert_close(step.prev_sample, d) and torch.testing.assert_close(step.pred_original_sample, d)
+    three = HeunSampler(3, sigma_max=80.0)
+    for k, ev in enumerate(three.evaluations):
+        torch.testing.assert_close(three.scale_model_input(x, k), x / math.sqrt(float(ev.sigma) ** 2 + 1))
