@@ -538,3 +538,33 @@ def test_gaussian_points_are_opacity_weighted_centres():
     torch.testing.assert_close(gaussian_points(g, 20000, min_opacity=0.005, seed=0), p)
     with pytest.raises(ValueError, match="no Gaussian"):
         gaussian_points(g, 10, min_opacity=0.9)
+
+
+def test_psnr_building_blocks_mse_per_image_and_the_peak_by_hand():
+    """`mse` averages over channels and pixels of each image only (leading dims kept), of the difference;
+    `psnr_from_mse` squares the peak: 255 and an MSE of 65.025 give 10 log10(1000) = 30 dB."""
+    from ouro.metrics.image import mse
+
+    pred = torch.zeros(2, 3, 3, 2, 4, dtype=torch.float64)
+    target = torch.zeros_like(pred)
+    pred[0, 1, 2, 1, 3], target[0, 1, 2, 1, 3] = 0.6, 0.2  # one value of image (0, 1): 0.4^2 / (3 * 2 * 4)
+    target[1, 2] = 0.25  # every value of image (1, 2) off by 0.25, the other sign
+    expected = torch.zeros(2, 3, dtype=torch.float64)
+    expected[0, 1], expected[1, 2] = 0.16 / 24, 0.0625
+    torch.testing.assert_close(mse(pred, target), expected, rtol=1e-12, atol=0)
+    assert psnr_from_mse(torch.tensor(65.025, dtype=torch.float64), data_range=255.0).item() == pytest.approx(30.0, abs=1e-9)
+
+
+def test_ssim_window_and_sigma_are_checked_with_torchmetrics_rule():
+    """sigma must be > 0 (0 is refused, 1.0 is fine with its window 9); a window other than torchmetrics'
+    int(3.5 sigma + 0.5) * 2 + 1 is refused with that number in the message."""
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    y = x.flip(-1)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            ssim(x, y, sigma=bad)
+    assert 0.0 < ssim(x, y, sigma=1.0, window=9).item() < 1.0
+    with pytest.raises(ValueError, match=r"window 7 with sigma 1.5: torchmetrics uses int\(3.5 \* sigma \+ 0.5\) \* 2 \+ 1 = 11$"):
+        ssim(x, y, window=7)
+    with pytest.raises(ValueError, match=r"= 15$"):
+        ssim(x, y, sigma=2.0, window=9)
