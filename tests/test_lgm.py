@@ -304,3 +304,16 @@ def test_g_reads_views_0_2_4_6_of_8_by_default():
         default.select_views(6)
     config = {k: v for k, v in dict(default.config).items() if k != "input_views" and not k.startswith("_")}
     assert Reconstructor.from_config(config).select_views(8) == [0, 2, 4, 6]
+
+
+def test_a_reconstructor_reading_other_than_four_views_and_one_noise_level_for_the_batch(tiny, views):
+    """G with input_views (1, 5) reads two views: 2 * splat^2 Gaussians per object (the view count comes from the
+    views, not from the 4 x 4 pose matrices); a [1] noise level applies to every object of the batch, as a float does."""
+    images, c2w, K = views
+    torch.manual_seed(0)
+    two = Reconstructor(**{**{k: v for k, v in tiny.config.items() if not k.startswith("_")}, "input_views": (1, 5)}).eval()
+    with torch.no_grad():
+        raw = two(images, c2w, K, c_noise=0.3).raw
+        assert raw.shape == (2, 2 * two.config.splat_size**2, 14)
+        one = tiny(images, c2w, K, c_noise=torch.tensor([0.3])).raw
+        torch.testing.assert_close(one, tiny(images, c2w, K, c_noise=0.3).raw, rtol=0, atol=0)
