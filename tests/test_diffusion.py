@@ -322,3 +322,29 @@ def test_sigma_of_the_samples_full_shape_broadcasts():
     torch.testing.assert_close(denoised(add_noise(x0, n, sigma), v_target(x0, n, sigma), sigma), x0)
     with pytest.raises(AssertionError):
         add_noise(x0, n, sigma[None])
+
+
+def test_sampler_defaults_bounds_and_guidance_by_hand():
+    """The public defaults (25 steps; guidance rising 1 -> 3 over 8 frames, SVD's pipeline), the schedule's
+    bounds (0 < sigma_min < sigma_max, each side refused at equality), the F-call index range, and
+    guidance with [F] and [B, F] scales written out."""
+    assert len(EulerSampler()) == 25 and EulerSampler().num_evaluations == 25
+    torch.testing.assert_close(guidance_scales(), torch.tensor([1.0, 1 + 2 / 7, 1 + 4 / 7, 1 + 6 / 7, 1 + 8 / 7, 1 + 10 / 7, 1 + 12 / 7, 3.0]))
+    for lo, hi in ((0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="need 0 < sigma_min < sigma_max"):
+            karras_sigmas(4, lo, hi)
+    assert karras_sigmas(4, 1e-3, 1.0).shape == (5,)
+    s = EulerSampler(3)
+    x = torch.ones(1, 2)
+    assert s.scale_model_input(x, 0).shape == (1, 2) and s.scale_model_input(x, 2).shape == (1, 2)
+    for k in (-1, 3):
+        with pytest.raises(ValueError, match=r"step index must be in \[0, 3\)"):
+            s.scale_model_input(x, k)
+    uncond = torch.zeros(2, 3, 1, 1, 1)
+    cond = torch.ones(2, 3, 1, 1, 1)
+    out = apply_guidance(uncond, cond, torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(out[:, :, 0, 0, 0], torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+    per_item = apply_guidance(uncond, cond, torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    torch.testing.assert_close(per_item[:, :, 0, 0, 0], torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    flat = apply_guidance(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([1.0, 2.0, 3.0]))  # [B, F] predictions
+    torch.testing.assert_close(flat, torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
