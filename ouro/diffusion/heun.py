@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .edm import denoised, precondition
-from .sampler import Evaluation, KarrasSampler, StepOutput, karras_sigmas
+from .sampler import Evaluation, KarrasSampler, StepOutput
 
 __all__ = ["HeunSampler"]
 
@@ -63,9 +63,7 @@ class HeunSampler(KarrasSampler):
         sigma_data: float = 1.0,
     ) -> None:
         self._set_arguments(num_steps, sigma_min, sigma_max, rho, sigma_data)
-        self.sigmas = karras_sigmas(self.num_steps, sigma_min, sigma_max, rho)
-        self.timesteps = 0.25 * self.sigmas[:-1].log()
-        self.init_noise_sigma = float((self.sigmas.max() ** 2 + 1) ** 0.5)
+        self._set_karras_schedule()
         evaluations: list[Evaluation] = []
         for i in range(self.num_steps):
             last = i == self.num_steps - 1

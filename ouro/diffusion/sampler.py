@@ -131,6 +131,14 @@ class KarrasSampler:
         self.num_steps, self.sigma_min, self.sigma_max, self.rho = int(num_steps), sigma_min, sigma_max, rho
         self.sigma_data = float(sigma_data)
 
+    def _set_karras_schedule(self) -> None:
+        """``sigmas`` ``[S + 1]`` (Karras, then 0), ``timesteps`` ``0.25 ln sigmas[:S]`` and
+        ``init_noise_sigma``, as SVD's ``EulerDiscreteScheduler`` computes them (Euler and Heun)."""
+        self.sigmas = karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
+        self.timesteps = 0.25 * self.sigmas[:-1].log()
+        # diffusers, timestep_spacing "leading": sqrt(max(sigmas)^2 + 1) in float32
+        self.init_noise_sigma = float((self.sigmas.max() ** 2 + 1) ** 0.5)
+
     @property
     def num_evaluations(self) -> int:
         raise NotImplementedError
@@ -197,10 +205,7 @@ class EulerSampler(KarrasSampler):
         sigma_data: float = 1.0,
     ) -> None:
         self._set_arguments(num_steps, sigma_min, sigma_max, rho, sigma_data)
-        self.sigmas = karras_sigmas(self.num_steps, sigma_min, sigma_max, rho)
-        self.timesteps = 0.25 * self.sigmas[:-1].log()
-        # diffusers, timestep_spacing "leading": sqrt(max(sigmas)^2 + 1) in float32
-        self.init_noise_sigma = float((self.sigmas.max() ** 2 + 1) ** 0.5)
+        self._set_karras_schedule()
 
     @property
     def evaluations(self) -> list[Evaluation]:
