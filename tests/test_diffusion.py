@@ -348,3 +348,19 @@ def test_sampler_defaults_bounds_and_guidance_by_hand():
     torch.testing.assert_close(per_item[:, :, 0, 0, 0], torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
     flat = apply_guidance(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([1.0, 2.0, 3.0]))  # [B, F] predictions
     torch.testing.assert_close(flat, torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+
+
+@pytest.mark.parametrize(
+    "uncond_shape,cond_shape,scales",
+    [
+        ((8,), (8,), torch.ones(8)),  # no frame axis: predictions are [B, F, ...]
+        ((1, 8, 4, 2, 2), (1, 8, 4, 1, 2), torch.ones(8)),  # broadcastable but not the same shape
+        ((1, 8, 4, 2, 2), (1, 8, 4, 2, 2), torch.ones(1, 1, 8)),  # scales [F] or [B, F], not 3-D
+        ((1, 8, 4, 2, 2), (1, 8, 4, 2, 2), torch.ones(1)),  # one scale per frame, not one in all
+        ((1, 8, 4, 2, 2), (1, 8, 4, 2, 2), torch.ones(1, 4)),  # 4 scales for 8 frames
+    ],
+)
+def test_apply_guidance_refuses_shapes_outside_its_contract(uncond_shape, cond_shape, scales):
+    """Shapes that would broadcast silently into another guidance (or fail later) stop at the door."""
+    with pytest.raises(AssertionError):
+        apply_guidance(torch.zeros(uncond_shape), torch.ones(cond_shape), scales)

@@ -4,12 +4,14 @@ The reference below is written independently of ``ouro.gaussians._torch_impl``: 
 every Gaussian, one Gaussian at a time in depth order, with the 3DGS rules spelled out.
 """
 
+import inspect
 import math
 
 import pytest
 import torch
 
 from ouro.gaussians import Gaussians, RenderOutput, render
+from ouro.gaussians import _torch_impl
 from ouro.gaussians import rasterize as rasterize_module
 from ouro.gaussians.gaussians import quaternion_to_matrix
 from ouro.geometry import intrinsics_from_fov, orbit_cameras
@@ -457,3 +459,83 @@ def test_median_depth_is_the_first_surface_to_pass_half_opacity(front_opacity, e
     assert 1.8 < expected < 2.2  # the expected depth blends the two surfaces
     empty = render_median_depth(g.index(torch.tensor([False, False])), c2w, K, 16, 16)
     assert empty.abs().max() == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# projection details: the Jacobian's frustum clamp, the far plane, degenerate covariances, radii
+
+
+def _project_isotropic(means, scale, fx, fy, cx, cy, width, height, opacity=1.0, **kwargs):
+    """Isotropic Gaussians ``means [N, 3]`` (camera space: the camera is the identity) -> Projection."""
+    n = means.shape[0]
+    Ks = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)[None, None]
+    return _torch_impl.project_gaussians(
+        means[None], torch.tensor([[1.0, 0, 0, 0]] * n, dtype=torch.float64)[None],
+        torch.full((1, n, 3), scale, dtype=torch.float64), torch.full((1, n), opacity, dtype=torch.float64),
+        torch.eye(4, dtype=torch.float64)[None, None], Ks, width, height, **kwargs,
+    )
+
+
+def test_off_screen_jacobian_clamps_to_gsplats_asymmetric_frustum_limits():
+    """gsplat's ``persp_proj``: x/z is clamped to [-(cx/fx + 0.3 t), (W - cx)/fx + 0.3 t] with
+    t = 0.5 W / fx (and y/z likewise with cy, fy, H) before the Jacobian is formed. Off-centre principal
+    point, big isotropic Gaussians beyond each edge (still overlapping the image): cov2d by hand."""
+    W_, H_, fx, fy, cx, cy, z, s = 40, 30, 20.0, 25.0, 12.0, 9.0, 2.0, 1.0
+    uv = [(-2.0, 0.1), (2.5, -0.2), (0.2, -2.0), (-0.1, 2.2), (-1.8, 1.9)]  # left, right, top, bottom, corner
+    means = torch.tensor([[u * z, v * z, z] for u, v in uv], dtype=torch.float64)
+    proj = _project_isotropic(means, s, fx, fy, cx, cy, W_, H_)
+    assert proj.valid.all()
+    for k, (u, v) in enumerate(uv):
+        tx, ty = 0.5 * W_ / fx, 0.5 * H_ / fy
+        uc = min(max(u, -(cx / fx + 0.3 * tx)), (W_ - cx) / fx + 0.3 * tx)
+        vc = min(max(v, -(cy / fy + 0.3 * ty)), (H_ - cy) / fy + 0.3 * ty)
+        assert (uc, vc) != (u, v)  # every case is clamped on at least one axis
+        # cov2d = s^2 J J^T + 0.3 I with J = [[fx/z, 0, -fx uc/z], [0, fy/z, -fy vc/z]]
+        a = s * s * fx * fx / z**2 * (1 + uc * uc) + 0.3
+        b = s * s * fx * fy / z**2 * uc * vc
+        c = s * s * fy * fy / z**2 * (1 + vc * vc) + 0.3
+        det = a * c - b * b
+        torch.testing.assert_close(proj.conics[0, k], torch.tensor([c / det, -b / det, a / det], dtype=torch.float64))
+        # the mean itself is not clamped
+        torch.testing.assert_close(proj.means2d[0, k], torch.tensor([fx * u + cx, fy * v + cy], dtype=torch.float64))
+
+
+def test_project_gaussians_far_plane_defaults_to_renders():
+    """``render``'s documented far plane (100) is project_gaussians' default too: centres at z = 99.5 are
+    drawn, at z = 100.5 culled."""
+    means = torch.tensor([[0.0, 0.0, 99.5], [0.0, 0.0, 100.5]], dtype=torch.float64)
+    proj = _project_isotropic(means, 5.0, 20.0, 20.0, 16.0, 12.0, 32, 24)
+    assert proj.valid[0].tolist() == [True, False]
+    assert inspect.signature(render).parameters["far"].default == 100.0
+
+
+def test_degenerate_2d_covariance_is_culled():
+    """With no low-pass (eps2d = 0) a Gaussian of zero size projects to a zero 2D covariance: det = 0,
+    culled ("degenerate 2D covariance"), and its conic stays finite."""
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.1, 0.0, 2.0]], dtype=torch.float64)
+    proj = _project_isotropic(means, 0.0, 20.0, 20.0, 16.0, 12.0, 32, 24, eps2d=0.0)
+    assert not proj.valid.any()
+    assert torch.isfinite(proj.conics).all()
+    kept = _project_isotropic(means, 0.0, 20.0, 20.0, 16.0, 12.0, 32, 24)  # the default low-pass 0.3 px^2
+    assert kept.valid.all()
+
+
+@pytest.mark.parametrize("opacity", [0.5, 1.0])
+def test_radii_are_the_one_over_255_ellipse_extent_and_cull_boxes_off_the_image(opacity):
+    """Half-widths: alpha = o exp(-d^2 / 2 var) >= 1/255  <=>  |d| <= sqrt(2 ln(255 o) var), per axis
+    (gsplat's opacity-aware bounding box), padded by no more than a small fraction of a pixel. A Gaussian
+    whose box ends 0.5 px before the image's left edge is culled; 0.5 px inside, drawn."""
+    fx, z, s = 20.0, 2.0, 0.1
+    var = (fx * s / z) ** 2 + 0.3  # on axis: J J^T = (fx/z)^2 I
+    half = math.sqrt(2 * math.log(255 * opacity) * var)
+    means = torch.tensor([[0.0, 0.0, z]], dtype=torch.float64)
+    proj = _project_isotropic(means, s, fx, fx, 16.0, 12.0, 32, 24, opacity=opacity)
+    assert (proj.radii[0, 0] >= half).all() and (proj.radii[0, 0] <= half + 0.05).all()
+    # centres left of the image so that the 1/255 ellipse ends 0.5 px before / after column 0
+    for gap, drawn in ((-0.5, False), (0.5, True)):
+        u = (gap - half) / fx  # pixel x = fx u + cx with cx = 0
+        for _ in range(20):  # off axis the x variance grows with (1 + u^2): solve fx u + half(u) = gap
+            u = (gap - math.sqrt(2 * math.log(255 * opacity) * ((fx * s / z) ** 2 * (1 + u * u) + 0.3))) / fx
+        m = torch.tensor([[u * z, 0.0, z]], dtype=torch.float64)
+        p = _project_isotropic(m, s, fx, fx, 0.0, 12.0, 32, 24, opacity=opacity)
+        assert p.valid[0, 0].item() is drawn
