@@ -494,3 +494,34 @@ def test_decode_chunk_of_one_frame_is_the_smallest(pipe, image):
     assert result.views.shape == (8, 3, 64, 64)
     with pytest.raises(ValueError, match="decode_chunk must be >= 1, got 0"):
         pipe(image, SampleSettings(num_steps=1, decode_chunk=0))
+
+
+def test_write_outputs_fuses_mesh_glb_from_the_splats(tmp_path):
+    """write_outputs with mesh settings (fast, small fusion): ``mesh.glb`` inside the object's folder, a sphere
+    of the splats' radius, named in the returned files and in meta.json."""
+    import math
+
+    import trimesh
+
+    from ouro.gaussians import Gaussians
+    from ouro.pipelines.export import MeshSettings
+    from ouro.pipelines.sample import SampleOutput, view_cameras, write_outputs
+
+    n, radius = 1500, 0.4
+    k = torch.arange(n, dtype=torch.float64) + 0.5
+    y = 1 - 2 * k / n
+    phi = math.pi * (3 - math.sqrt(5)) * k  # Fibonacci lattice on the sphere
+    means = radius * torch.stack([(1 - y * y).sqrt() * phi.cos(), y, (1 - y * y).sqrt() * phi.sin()], -1)
+    g = Gaussians(means.float(), torch.full((n, 3), 0.03), torch.tensor([1.0, 0, 0, 0]).expand(n, 4).clone(),
+                  torch.full((n,), 0.9), torch.full((n, 3), 0.5))
+    c2w, K = view_cameras(8, 1.5, 49.1)
+    result = SampleOutput(torch.rand(8, 3, 16, 16), g, c2w, K, {})
+    folder = tmp_path / "obj"
+    folder.mkdir()
+    files = write_outputs(folder, result, torch.rand(3, 16, 16), {}, video_frames=2, video_size=16,
+                          mesh=MeshSettings(image_size=48, views_per_ring=6, voxels=48))
+    assert files.mesh == folder / "mesh.glb" and files.mesh.is_file()
+    mesh = trimesh.load(files.mesh, force="mesh", process=False)
+    assert abs(np.median(np.linalg.norm(mesh.vertices, axis=1)) - radius) < 0.05
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["outputs"]["mesh"] == "mesh.glb" and meta["timings"]["mesh"] > 0
