@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ouro.data.ids import read_list_text
 from ouro.data.objaverse import parse_uid_lines
 
 __all__ = [
@@ -119,13 +120,7 @@ def sources_from_path(path: Path) -> list[ObjectSource]:
 
 def read_objaverse_ids(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
     """Parse an ids file; raises ``ValueError`` (one line) if it is unreadable or holds no uid."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"--objaverse-ids: {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--objaverse-ids: cannot read {path} as text ({e.__class__.__name__})") from None
-    uids, bad = parse_uid_lines(text)
+    uids, bad = parse_uid_lines(read_list_text(path, f"--objaverse-ids {path}"))
     if not uids:
         raise ValueError(
             f"--objaverse-ids: {path} holds no Objaverse uid; write one 32-hex-digit uid per line "

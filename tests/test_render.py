@@ -117,7 +117,7 @@ def test_objaverse_cache_offline(tmp_path):
     ("args", "message"),
     [
         ([], "nothing to render"),
-        (["--objaverse-ids", "ids.txt"], "ids.txt does not exist"),
+        (["--objaverse-ids", "ids.txt"], "--objaverse-ids ids.txt: no such file"),
         (["x.glb", "--shard", "2/2"], "--shard"),
         (["x.glb", "--elevation-min", "40", "--elevation-max", "30"], "elevation range"),
         (["x.glb", "--blender", "nowhere/blender"], "--blender"),

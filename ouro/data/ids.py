@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["ID_PATTERN", "IdListError", "check_id", "is_safe_id", "read_id_list"]
+__all__ = ["ID_PATTERN", "IdListError", "check_id", "is_safe_id", "read_id_list", "read_list_text"]
 
 #: What an object id may look like: a single safe path component.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -39,6 +39,21 @@ def check_id(text: object, what: str = "id") -> str:
     return text  # type: ignore[return-value]
 
 
+def read_list_text(path: str | os.PathLike, label: str | None = None) -> str:
+    """The whole text of a list file (UTF-8); ``label`` names it in messages (default the path).
+
+    Raises:
+        IdListError: the file is missing or cannot be read as UTF-8 text (one line, naming it).
+    """
+    label = label or str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise IdListError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise IdListError(f"{label}: cannot read it as text ({type(e).__name__})") from None
+
+
 def read_id_list(path: str | os.PathLike, *, label: str | None = None, what: str = "valid id",
                  pattern: re.Pattern[str] = ID_PATTERN,
                  hint: str = "letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -59,12 +74,7 @@ def read_id_list(path: str | os.PathLike, *, label: str | None = None, what: str
     """
     path = Path(path)
     label = label or str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IdListError(f"{label}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise IdListError(f"{label}: cannot read it as text ({type(e).__name__})") from None
+    text = read_list_text(path, label)
     ids: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         item = line.split("#", 1)[0].strip()
