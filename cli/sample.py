@@ -72,7 +72,7 @@ def sample(
     keep_background: Annotated[bool, typer.Option("--keep-background", help="Deprecated spelling of --background keep.")] = False,
     save_intermediate: Annotated[bool, typer.Option("--save-intermediate", help="Also keep each step's x0 views and splat renders (intermediate/).")] = False,
     video_frames: Annotated[int, typer.Option(min=1, help="Frames of the turntable video (orbit.mp4).")] = 60,
-    video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it).")] = 512,
+    video_size: Annotated[int, typer.Option(min=16, max=4096, help="Side of the turntable video's frames, pixels, whatever the model's view size (the splats are rendered at it); an odd side writes orbit.gif (H.264 needs even sides).")] = 512,
     mesh: Annotated[bool, typer.Option("--mesh", help="Also write mesh.glb: a mesh fused from the splats, as `ouro export` (vertex colours, or a texture with --texture; needs the mesh extra).")] = False,
     texture: Annotated[Optional[int], typer.Option("--texture", help="With --mesh: bake a TEXTURE x TEXTURE colour texture (a power of two, 64-8192) onto a UV-unwrapped mesh of 50,000 faces instead of vertex colours, as `ouro export --texture` (CPU, minutes).", show_default=False)] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Before the last step decode only the 4 views the reconstructor reads (about 0.72x the FLOPs; outputs change slightly).")] = False,

@@ -431,15 +431,20 @@ def image_grid(views: Tensor, rows: int = 2) -> Tensor:  # [V, 3, H, W] -> [3, r
 
 
 def write_video(path: Path, frames: Tensor, fps: int = 30) -> Path:
-    """Frames ``[T, 3, H, W]`` in [0, 1] to MP4 (H.264 via imageio-ffmpeg); GIF when no codec works."""
+    """Frames ``[T, 3, H, W]`` in [0, 1] to MP4 (H.264 via imageio-ffmpeg); GIF (looping) when no codec works
+    or the frames have an odd side (H.264 in yuv420p needs even ones)."""
     import imageio.v2 as imageio
 
     arrays = [_to_uint8(f) for f in frames]
     try:
+        if frames.shape[-1] % 2 or frames.shape[-2] % 2:
+            raise ValueError("H.264 (yuv420p) needs even frame sides")
         with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error",
                                 output_params=["-pix_fmt", "yuv420p"]) as writer:
             for a in arrays:
                 writer.append_data(a)
+        if not path.is_file() or path.stat().st_size == 0:  # ffmpeg can fail without raising
+            raise RuntimeError(f"{path}: ffmpeg wrote nothing")
         return path
     except Exception:  # no ffmpeg binary / codec: fall back to GIF
         path.unlink(missing_ok=True)

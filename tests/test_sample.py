@@ -525,3 +525,144 @@ def test_write_outputs_fuses_mesh_glb_from_the_splats(tmp_path):
     assert abs(np.median(np.linalg.norm(mesh.vertices, axis=1)) - radius) < 0.05
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["outputs"]["mesh"] == "mesh.glb" and meta["timings"]["mesh"] > 0
+
+
+def test_each_stage_is_handed_the_values_of_algorithm_2(image, monkeypatch):
+    """Spies on the real tiny models (nothing replaced): what the VAE encoder, F and G receive is what SVD's
+    pipeline and the paper's Algorithm 2 hand them, computed here by hand from the seed.
+
+    - condition latent: the VAE encodes the resized input in [-1, 1] plus 0.02 x a standard-normal draw (SVD's
+      ``noise_aug_strength``; the first draw of ``Generator().manual_seed(seed)``);
+    - F's first input: the next draw ``[1, V, C, h, w]`` times ``init_noise_sigma = sqrt(sigma_max^2 + 1)``,
+      scaled by ``c_in = 1 / sqrt(sigma_max^2 + 1)`` (diffusers' EulerDiscreteScheduler, "leading"): the draw
+      itself; beside it the condition latent on every frame (zeros in the unconditional half of the guided
+      batch, as the zero CLIP embedding); timestep ``0.25 ln(sigma_max)``;
+    - G: the decoded x0 views mapped from [-1, 1] to [0, 1] (unclamped), their cameras, ``c_noise = 0.25 ln(sigma)``;
+    - timings: each stage's seconds, together no more than the call's wall time.
+    """
+    import math
+    import time
+
+    from ouro.pipelines.sample import view_cameras
+
+    models = make_tiny_models()
+    pipe = SamplePipeline(models)
+    cfg, seed = models.config, 3
+    vae, cond = models.conditioner.vae, models.conditioner
+    encoded, decoded, f_calls, g_calls = [], [], [], []
+    encode, decode = vae.encode, cond.decode
+    monkeypatch.setattr(vae, "encode", lambda x, *a, **k: encoded.append(x.clone()) or encode(x, *a, **k))
+    monkeypatch.setattr(cond, "decode", lambda *a, **k: decoded.append(decode(*a, **k)) or decoded[-1])
+    models.generator.register_forward_pre_hook(lambda mod, args, kwargs: f_calls.append((args, kwargs)), with_kwargs=True)
+    models.reconstructor.register_forward_pre_hook(lambda mod, args: g_calls.append(args))
+
+    t0 = time.perf_counter()
+    result = pipe(image, SampleSettings(num_steps=2, seed=seed))
+    wall = time.perf_counter() - t0
+
+    size, frames, C = cfg.generator.image_size, cfg.camera.num_views, cfg.generator.latent_channels
+    h = size // cfg.generator.vae_downsample
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 3, size, size, generator=gen)
+    draw = torch.randn(1, frames, C, h, h, generator=gen)
+    cond_image = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(size, size), mode="bilinear", align_corners=False)
+    assert len(encoded) == 1  # the tiny model does not anchor view 0: one encode, the condition
+    torch.testing.assert_close(encoded[0], cond_image + 0.02 * noise)
+    cond_latent = encode(cond_image + 0.02 * noise).latent_dist.mode()
+
+    (sample, timestep, clip, _), kwargs = f_calls[0]
+    sigma_max = cfg.diffusion.sigma_max
+    assert sample.shape == (2, frames, 2 * C, h, h)  # guided (tiny: guidance 1 -> 3): [uncond, cond]
+    torch.testing.assert_close(sample[:, :, :C], draw.expand(2, -1, -1, -1, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sample[1, :, C:], cond_latent.expand(frames, -1, -1, -1))
+    assert (sample[0, :, C:] == 0).all() and (clip[0] == 0).all() and clip[1].abs().sum() > 0
+    assert float(timestep) == pytest.approx(0.25 * math.log(sigma_max), rel=1e-6)
+
+    c2w, K = view_cameras(frames, cfg.camera.radius, cfg.camera.fov_deg)
+    assert len(g_calls) == len(decoded) == 2  # after each step: the feedback maps, then the output Gaussians
+    # two Karras steps: sigma_max, then sigma_min
+    for (images, g_c2w, g_K, c_noise), x0, sigma in zip(g_calls, decoded, (sigma_max, cfg.diffusion.sigma_min)):
+        torch.testing.assert_close(images, x0 * 0.5 + 0.5, rtol=0, atol=0)
+        torch.testing.assert_close(g_c2w[0], c2w)
+        torch.testing.assert_close(g_K[0], K)
+        assert float(c_noise) == pytest.approx(0.25 * math.log(sigma), rel=1e-6)
+    torch.testing.assert_close(result.views, (decoded[-1][0] * 0.5 + 0.5).clamp(0, 1))
+    assert all(v >= 0 for v in result.timings.values()) and sum(result.timings.values()) <= wall
+
+
+def test_odd_video_sides_fall_back_to_a_looping_gif(tmp_path):
+    """H.264 in yuv420p needs even sides (ffmpeg refuses 15 x 15 without raising through imageio, leaving an
+    empty .mp4): write_video writes a GIF instead, looping forever (NETSCAPE loop 0) at 1/30 s a frame
+    (GIF delays are in 1/100 s: 30 ms); no empty .mp4 is left behind. Even sides give the MP4."""
+    from ouro.pipelines.sample import write_video
+
+    frames = torch.rand(3, 3, 15, 15, generator=torch.Generator().manual_seed(0))
+    out = write_video(tmp_path / "orbit.mp4", frames)
+    assert out == tmp_path / "orbit.gif" and not (tmp_path / "orbit.mp4").exists()
+    gif = Image.open(out)
+    assert gif.n_frames == 3 and gif.info["loop"] == 0 and gif.info["duration"] == 30
+    even = write_video(tmp_path / "even.mp4", torch.rand(3, 3, 16, 16))
+    assert even == tmp_path / "even.mp4" and len(imageio.mimread(even)) == 3
+
+
+def test_view_cameras_of_eight_views_are_the_public_frames_at_elevation_0():
+    """8 views: frames 0, 2, 4, ..., 12 and 15 of a 16-frame orbit (docs/OFFICIAL.md 12.2), i.e. azimuths
+    22.5 deg x frame from +z towards +x, at elevation 0 and the given radius, each looking at the origin."""
+    import math
+
+    from ouro.pipelines.sample import view_cameras
+
+    c2w, _ = view_cameras(8, 1.5, 49.1, dtype=torch.float64)
+    az = torch.tensor([0, 2, 4, 6, 8, 10, 12, 15], dtype=torch.float64) * math.radians(22.5)
+    centres = 1.5 * torch.stack([az.sin(), torch.zeros(8, dtype=torch.float64), az.cos()], -1)
+    torch.testing.assert_close(c2w[:, :3, 3], centres, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c2w[:, :3, 2], -centres / 1.5, rtol=0, atol=1e-12)  # OpenCV +z looks at the origin
+
+
+def test_turntable_frames_are_renders_from_cameras_built_by_hand():
+    """Frame k of a T-frame turntable: the camera at azimuth 360 k / T deg (from +z towards +x), elevation 0,
+    radius 1.5, OpenCV axes (x right = (cos a, 0, -sin a), y down, z towards the origin), fovy 49.1 deg."""
+    import math
+
+    from ouro.gaussians import render
+    from ouro.geometry.cameras import intrinsics_from_fov
+    from ouro.pipelines.sample import turntable
+    from test_ply import random_gaussians
+
+    g = random_gaussians(n=200, seed=4)
+    frames = turntable(g, 4, 32)
+    a = torch.arange(4, dtype=torch.float64) * math.pi / 2
+    zero, one = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    c2w = torch.zeros(4, 4, 4, dtype=torch.float64)
+    c2w[:, :3, 0] = torch.stack([a.cos(), zero, -a.sin()], -1)
+    c2w[:, :3, 1] = torch.stack([zero, -one, zero], -1)
+    c2w[:, :3, 2] = -torch.stack([a.sin(), zero, a.cos()], -1)
+    c2w[:, :3, 3] = 1.5 * torch.stack([a.sin(), zero, a.cos()], -1)
+    c2w[:, 3, 3] = 1
+    K = intrinsics_from_fov(49.1, 32, 32).expand(4, 3, 3)
+    by_hand = render(g.to(dtype=torch.float32), c2w.float(), K, 32, 32).rgb.clamp(0, 1)
+    torch.testing.assert_close(frames, by_hand, rtol=0, atol=1e-4)
+
+
+def test_sample_settings_are_immutable_and_default_to_the_public_25_steps():
+    """SampleSettings is a shared default argument (``SamplePipeline.__call__``): it must not be mutable. The
+    public inference runs 25 Euler steps (docs/OFFICIAL.md 11.2)."""
+    import dataclasses
+
+    settings = SampleSettings()
+    assert settings.num_steps == 25 and settings.sampler == "euler"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.num_steps = 2
+
+
+def test_load_pipeline_demo_and_official_without_weights(tmp_path, monkeypatch):
+    """`--model demo` loads the embedded model; `--model official` without the public weights anywhere stops with
+    what to do (name the files and $OURO_WEIGHTS)."""
+    from ouro.pipelines.sample import DEMO_DESCRIPTION, ModelNotFound, load_pipeline
+    from test_demo import _isolate
+
+    _isolate(monkeypatch, tmp_path)
+    pipe, description = load_pipeline("demo")
+    assert description == DEMO_DESCRIPTION and pipe.config.name == "demo"
+    with pytest.raises(ModelNotFound, match=r"mv_model_unet\.pth.*\$OURO_WEIGHTS"):
+        load_pipeline("official")
