@@ -666,3 +666,17 @@ def test_load_pipeline_demo_and_official_without_weights(tmp_path, monkeypatch):
     assert description == DEMO_DESCRIPTION and pipe.config.name == "demo"
     with pytest.raises(ModelNotFound, match=r"mv_model_unet\.pth.*\$OURO_WEIGHTS"):
         load_pipeline("official")
+
+
+def test_turntable_frames_are_clamped_to_0_1_whatever_the_colours():
+    """Splats from another tool's PLY may hold colours outside [0, 1] (SH band 0 is unbounded): the video's
+    frames are clamped to [0, 1], so an opaque Gaussian of colour -0.5 on white shows as 0 at its centre."""
+    from ouro.gaussians import Gaussians
+    from ouro.pipelines.sample import turntable
+
+    g = Gaussians(torch.zeros(1, 3), torch.full((1, 3), 0.2), torch.tensor([[1.0, 0, 0, 0]]), torch.ones(1),
+                  torch.tensor([[-0.5, 2.0, 0.5]]))
+    frames = turntable(g, 2, 16)
+    assert frames.min() == 0 and frames.max() == 1
+    assert (frames[:, 0, 8, 8] == 0).all() and (frames[:, 1, 8, 8] == 1).all()  # -0.5 and 2.0 composited
+    assert 0.45 < frames[:, 2, 8, 8].min() and frames[:, 2, 8, 8].max() < 0.6  # 0.5 x alpha + 1 x (1 - alpha)

@@ -142,7 +142,7 @@ MODULES: dict[str, Target] = {
     "ouro/diffusion/heun.py": Target(("tests/test_samplers.py",)),
     "ouro/diffusion/dpm_solver.py": Target(("tests/test_samplers.py",)),
     "ouro/diffusion/samplers.py": Target(("tests/test_samplers.py", "tests/test_sample_speed.py")),
-    "pipelines/sample.py": Target(("tests/test_sample.py",)),
+    "pipelines/sample.py": Target(("tests/test_sample.py", "tests/test_sample_speed.py")),
 }
 
 
