@@ -559,6 +559,18 @@ def test_radii_are_the_one_over_255_ellipse_extent_and_cull_boxes_off_the_image(
         assert p.valid[0, 0].item() is drawn
 
 
+def test_radii_contain_the_whole_one_over_255_ellipse_of_a_large_gaussian():
+    """The box must contain every pixel whose alpha reaches 1/255 (module docstring: the box is exact, so tiling
+    changes nothing), so the half-width is at least sqrt(2 ln(255 o) var) however large the Gaussian: the
+    padding may only widen it (here by at most 0.2 % + 0.02 px). On axis, 40 px wide: var = (fx s / z)^2 + 0.3."""
+    fx, z, s = 20.0, 2.0, 4.0
+    var = (fx * s / z) ** 2 + 0.3
+    half = math.sqrt(2 * math.log(255) * var)
+    assert half > 100
+    proj = _project_isotropic(torch.tensor([[0.0, 0.0, z]], dtype=torch.float64), s, fx, fx, 16.0, 12.0, 32, 24)
+    assert (proj.radii[0, 0] >= half).all() and (proj.radii[0, 0] <= half * 1.002 + 0.02).all()
+
+
 def test_opacity_of_exactly_one_over_255_is_kept_and_boxes_touching_the_image_edge_are_culled():
     """gsplat's projection (ProjectionEWA3DGSFused.cu) culls ``opacity < ALPHA_THRESHOLD`` (1/255): an opacity of
     exactly 1/255 is kept, with an opacity-aware extent sqrt(2 ln(255 o)) = 0, so our box is the 0.01 px pad
@@ -611,6 +623,19 @@ def test_binning_assigns_each_gaussian_exactly_the_tiles_its_box_overlaps():
     lists = {t: plan.flat_ids[plan.tile_start[t]: plan.tile_start[t] + plan.tile_count[t]].tolist()
              for t in range(12) if plan.tile_count[t] > 0}
     assert lists == {0: [2, 0, 3], 4: [5], 5: [1], 6: [1], 7: [1], 11: [6]}
+
+
+def test_equal_depths_keep_the_gaussians_index_order_in_every_tile():
+    """Depth ties are broken by Gaussian index (the module's binning rule; 3DGS and gsplat sort (tile, depth)
+    keys with a stable radix sort of the Gaussians in index order). Equal camera depths are common (a
+    planar layer facing the camera). 200 Gaussians in tile 0 at three depths: the list is sorted by
+    (depth, index) exactly; an unstable sort scrambles the ties."""
+    n = 200
+    depths = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(15)).double().add(1.0).tolist()
+    proj = _hand_projection([[3.0, 3.0]] * n, [[1.0, 0.0, 1.0]] * n, depths, [[2.0, 2.0]] * n)
+    plan = _torch_impl._plan(proj, 32, 24, 8, 32, 1 << 18)
+    assert plan.tile_count[0] == n and plan.tile_count[1:].sum() == 0
+    assert plan.flat_ids.tolist() == sorted(range(n), key=lambda i: (depths[i], i))
 
 
 def test_a_gaussian_that_leaves_the_transmittance_at_exactly_1e_4_is_composited():
