@@ -199,9 +199,10 @@ def test_shared_cameras_broadcast_over_batch():
     assert not torch.equal(shared.rgb[0], shared.rgb[1])  # two different scenes
 
 
-@pytest.mark.parametrize("tile_size,slab,budget", [(4, 3, 64), (8, 5, 1000), (16, 64, 1 << 22)])
+@pytest.mark.parametrize("tile_size,slab,budget", [(4, 3, 64), (8, 5, 1000), (16, 64, 1 << 22), (8, 32, 1)])
 def test_tiling_parameters_do_not_change_the_result(tile_size, slab, budget):
-    """Small tiles, slabs and block budgets force many blocks and slabs; the image must not change."""
+    """Small tiles, slabs and block budgets force many blocks and slabs; the image must not change. A budget
+    below one tile's ``slab x tile_size^2`` block still composites one tile per block."""
     g = random_gaussians(150, seed=5)
     c2w, K = cameras(2)
     args = (
@@ -466,12 +467,14 @@ def test_median_depth_is_the_first_surface_to_pass_half_opacity(front_opacity, e
 
 
 def _project_isotropic(means, scale, fx, fy, cx, cy, width, height, opacity=1.0, **kwargs):
-    """Isotropic Gaussians ``means [N, 3]`` (camera space: the camera is the identity) -> Projection."""
+    """Isotropic Gaussians ``means [N, 3]`` (camera space: the camera is the identity) -> Projection.
+
+    ``opacity``: one value for all, or ``[N]``."""
     n = means.shape[0]
     Ks = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)[None, None]
     return _torch_impl.project_gaussians(
         means[None], torch.tensor([[1.0, 0, 0, 0]] * n, dtype=torch.float64)[None],
-        torch.full((1, n, 3), scale, dtype=torch.float64), torch.full((1, n), opacity, dtype=torch.float64),
+        torch.full((1, n, 3), scale, dtype=torch.float64), torch.as_tensor(opacity, dtype=torch.float64).expand(1, n),
         torch.eye(4, dtype=torch.float64)[None, None], Ks, width, height, **kwargs,
     )
 
@@ -500,13 +503,27 @@ def test_off_screen_jacobian_clamps_to_gsplats_asymmetric_frustum_limits():
         torch.testing.assert_close(proj.means2d[0, k], torch.tensor([fx * u + cx, fy * v + cy], dtype=torch.float64))
 
 
-def test_project_gaussians_far_plane_defaults_to_renders():
-    """``render``'s documented far plane (100) is project_gaussians' default too: centres at z = 99.5 are
-    drawn, at z = 100.5 culled."""
-    means = torch.tensor([[0.0, 0.0, 99.5], [0.0, 0.0, 100.5]], dtype=torch.float64)
+def test_project_gaussians_near_and_far_planes_default_to_renders():
+    """``render``'s documented planes (near 0.01 = the 3DGS projection's znear, far 100) are project_gaussians'
+    defaults too: centres at z = 0.005 and 100.5 are culled, at z = 0.02 and 99.5 drawn."""
+    means = torch.tensor([[0.0, 0.0, 99.5], [0.0, 0.0, 100.5], [0.0, 0.0, 0.02], [0.0, 0.0, 0.005]], dtype=torch.float64)
     proj = _project_isotropic(means, 5.0, 20.0, 20.0, 16.0, 12.0, 32, 24)
-    assert proj.valid[0].tolist() == [True, False]
+    assert proj.valid[0].tolist() == [True, False, True, False]
     assert inspect.signature(render).parameters["far"].default == 100.0
+    assert rasterize_module.NEAR == 0.01
+
+
+def test_centres_exactly_on_the_near_or_far_plane_are_culled():
+    """The documented rule is ``near < z < far`` (strict). At the near plane it is 3DGS's: ``in_frustum``
+    drops ``p_view.z <= 0.2`` (diff-gaussian-rasterization, auxiliary.h), the centre on the plane included.
+    (gsplat culls only ``z < near_plane || z > far_plane``, so the backends differ on these exact ties.)
+    Camera = identity, so the camera z is the given z exactly."""
+    near, far = 0.5, 2.0
+    zs = [near, far, math.nextafter(near, 1.0), math.nextafter(far, 0.0)]
+    means = torch.tensor([[0.0, 0.0, z] for z in zs], dtype=torch.float64)
+    proj = _project_isotropic(means, 0.1, 20.0, 20.0, 16.0, 12.0, 32, 24, near=near, far=far)
+    assert proj.depths[0].tolist() == zs
+    assert proj.valid[0].tolist() == [False, False, True, True]
 
 
 def test_degenerate_2d_covariance_is_culled():
@@ -520,12 +537,13 @@ def test_degenerate_2d_covariance_is_culled():
     assert kept.valid.all()
 
 
-@pytest.mark.parametrize("opacity", [0.5, 1.0])
-def test_radii_are_the_one_over_255_ellipse_extent_and_cull_boxes_off_the_image(opacity):
+@pytest.mark.parametrize("opacity,s", [(0.5, 0.1), (1.0, 0.1), (1.5 / 255, 0.1), (1.0, 0.005)])
+def test_radii_are_the_one_over_255_ellipse_extent_and_cull_boxes_off_the_image(opacity, s):
     """Half-widths: alpha = o exp(-d^2 / 2 var) >= 1/255  <=>  |d| <= sqrt(2 ln(255 o) var), per axis
     (gsplat's opacity-aware bounding box), padded by no more than a small fraction of a pixel. A Gaussian
-    whose box ends 0.5 px before the image's left edge is culled; 0.5 px inside, drawn."""
-    fx, z, s = 20.0, 2.0, 0.1
+    whose box ends 0.5 px before the image's left edge is culled; 0.5 px inside, drawn. Cases: a nearly
+    transparent Gaussian (255 o = 1.5: a box of ~1 px, not the 3-sigma one) and a sub-pixel one (var < 1 px^2)."""
+    fx, z = 20.0, 2.0
     var = (fx * s / z) ** 2 + 0.3  # on axis: J J^T = (fx/z)^2 I
     half = math.sqrt(2 * math.log(255 * opacity) * var)
     means = torch.tensor([[0.0, 0.0, z]], dtype=torch.float64)
@@ -539,3 +557,179 @@ def test_radii_are_the_one_over_255_ellipse_extent_and_cull_boxes_off_the_image(
         m = torch.tensor([[u * z, 0.0, z]], dtype=torch.float64)
         p = _project_isotropic(m, s, fx, fx, 0.0, 12.0, 32, 24, opacity=opacity)
         assert p.valid[0, 0].item() is drawn
+
+
+def test_radii_contain_the_whole_one_over_255_ellipse_of_a_large_gaussian():
+    """The box must contain every pixel whose alpha reaches 1/255 (module docstring: the box is exact, so tiling
+    changes nothing), so the half-width is at least sqrt(2 ln(255 o) var) however large the Gaussian: the
+    padding may only widen it (here by at most 0.2 % + 0.02 px). On axis, 40 px wide: var = (fx s / z)^2 + 0.3."""
+    fx, z, s = 20.0, 2.0, 4.0
+    var = (fx * s / z) ** 2 + 0.3
+    half = math.sqrt(2 * math.log(255) * var)
+    assert half > 100
+    proj = _project_isotropic(torch.tensor([[0.0, 0.0, z]], dtype=torch.float64), s, fx, fx, 16.0, 12.0, 32, 24)
+    assert (proj.radii[0, 0] >= half).all() and (proj.radii[0, 0] <= half * 1.002 + 0.02).all()
+
+
+def test_opacity_of_exactly_one_over_255_is_kept_and_boxes_touching_the_image_edge_are_culled():
+    """gsplat's projection (ProjectionEWA3DGSFused.cu) culls ``opacity < ALPHA_THRESHOLD`` (1/255): an opacity of
+    exactly 1/255 is kept, with an opacity-aware extent sqrt(2 ln(255 o)) = 0, so our box is the 0.01 px pad
+    alone. It culls ``mean.x + radius_x <= 0 || mean.x - radius_x >= width`` (likewise y): a box that only
+    touches the image's edge is culled, one an ulp inside is kept. Camera z = 1, fx = fy = 1, cx = cy = 0:
+    the projected centre is (x, y) exactly. Culled Gaussians of opacity below 1/255 keep finite radii
+    (Projection: a culled entry's values are "finite but meaningless")."""
+    W_, H_, r = 40, 24, 0.01
+    assert (W_ + r) - r == W_ and (H_ + r) - r == H_ and -r + r == 0.0  # the edges are hit exactly
+    centres = [
+        (16.0, 12.0, True),  # inside
+        (-r, 12.0, False), (math.nextafter(-r, 1.0), 12.0, True),  # box [.., 0]: touches the left edge
+        (W_ + r, 12.0, False), (math.nextafter(W_ + r, 0.0), 12.0, True),  # box [W, ..]: the right edge
+        (16.0, -r, False), (16.0, math.nextafter(-r, 1.0), True),  # top
+        (16.0, H_ + r, False), (16.0, math.nextafter(H_ + r, 0.0), True),  # bottom
+    ]
+    means = torch.tensor([[x, y, 1.0] for x, y, _ in centres] + [[16.0, 12.0, 1.0]] * 2, dtype=torch.float64)
+    opacity = torch.tensor([1 / 255] * len(centres) + [0.0, 0.002], dtype=torch.float64)
+    proj = _project_isotropic(means, 0.1, 1.0, 1.0, 0.0, 0.0, W_, H_, opacity=opacity)
+    torch.testing.assert_close(proj.means2d[0, : len(centres)], means[: len(centres), :2], rtol=0, atol=0)
+    assert (proj.radii[0, : len(centres)] == r).all()
+    assert proj.valid[0].tolist() == [drawn for _, _, drawn in centres] + [False, False]
+    assert torch.isfinite(proj.radii).all() and torch.isfinite(proj.conics).all()
+
+
+def _hand_projection(means2d, conics, depths, radii, valid=None) -> _torch_impl.Projection:
+    """One image of hand-made projected Gaussians: lists of ``[N, 2]``, ``[N, 3]``, ``[N]``, ``[N, 2]`` values."""
+    t = lambda v: torch.tensor(v, dtype=torch.float64)[None]  # noqa: E731
+    valid = torch.tensor(valid if valid is not None else [True] * len(depths))[None]
+    return _torch_impl.Projection(t(means2d), t(conics), t(depths), t(radii), valid)
+
+
+def test_binning_assigns_each_gaussian_exactly_the_tiles_its_box_overlaps():
+    """The module's binning rule: a Gaussian covers the tiles overlapped by its box [m - r, m + r] (clipped to
+    the image), and each tile's list is sorted by camera depth, ties by Gaussian index; culled Gaussians
+    get none. 32 x 24 px in 8 px tiles: 4 x 3 tiles, id = row * 4 + column. (Extra tiles would not change
+    the image, their alphas being below 1/255, but they are work the exact box exists to avoid.)"""
+    gaussians = [  # means2d, radii, depth, valid -> tiles
+        ((3.0, 3.0), (2.0, 2.0), 2.0, True),  # 0: [1, 5]^2 -> tile 0
+        ((20.0, 13.0), (5.0, 2.0), 1.0, True),  # 1: x [15, 25] -> columns 1..3, y [11, 15] -> row 1: 5, 6, 7
+        ((6.0, 6.0), (1.0, 1.0), 1.5, True),  # 2: tile 0, in front of 0
+        ((3.0, 3.0), (2.0, 2.0), 2.0, True),  # 3: as 0, same depth: after 0
+        ((30.0, 20.0), (1.0, 1.0), 0.5, False),  # 4: culled
+        ((-3.0, 10.0), (5.0, 1.0), 1.0, True),  # 5: x [-8, 2] -> column 0, y [9, 11] -> row 1: tile 4
+        ((31.0, 23.0), (4.0, 4.0), 1.0, True),  # 6: x [27, 35] -> column 3, y [19, 27] -> row 2: tile 11
+    ]
+    proj = _hand_projection([g[0] for g in gaussians], [[1.0, 0.0, 1.0]] * len(gaussians),
+                            [g[2] for g in gaussians], [g[1] for g in gaussians], [g[3] for g in gaussians])
+    plan = _torch_impl._plan(proj, 32, 24, 8, 32, 1 << 18)
+    lists = {t: plan.flat_ids[plan.tile_start[t]: plan.tile_start[t] + plan.tile_count[t]].tolist()
+             for t in range(12) if plan.tile_count[t] > 0}
+    assert lists == {0: [2, 0, 3], 4: [5], 5: [1], 6: [1], 7: [1], 11: [6]}
+
+
+def test_equal_depths_keep_the_gaussians_index_order_in_every_tile():
+    """Depth ties are broken by Gaussian index (the module's binning rule; 3DGS and gsplat sort (tile, depth)
+    keys with a stable radix sort of the Gaussians in index order). Equal camera depths are common (a
+    planar layer facing the camera). 200 Gaussians in tile 0 at three depths: the list is sorted by
+    (depth, index) exactly; an unstable sort scrambles the ties."""
+    n = 200
+    depths = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(15)).double().add(1.0).tolist()
+    proj = _hand_projection([[3.0, 3.0]] * n, [[1.0, 0.0, 1.0]] * n, depths, [[2.0, 2.0]] * n)
+    plan = _torch_impl._plan(proj, 32, 24, 8, 32, 1 << 18)
+    assert plan.tile_count[0] == n and plan.tile_count[1:].sum() == 0
+    assert plan.flat_ids.tolist() == sorted(range(n), key=lambda i: (depths[i], i))
+
+
+def test_a_gaussian_that_leaves_the_transmittance_at_exactly_1e_4_is_composited():
+    """3DGS's early stop (diff-gaussian-rasterization, forward.cu): ``test_T = T * (1 - alpha); if (test_T <
+    0.0001f) { done = true; continue; }``: a Gaussian that leaves T at exactly 1e-4 is composited, the next
+    is not (the docstring: stop before T would fall *below* 1e-4). gsplat stops at ``next_T <= 1e-4``: the
+    backends differ on this exact tie. T = 2e-4 entering and alphas 0.5: 2e-4 * 0.5 is exactly 1e-4."""
+    assert 2e-4 * 0.5 == 1e-4 == _torch_impl.T_MIN
+    alpha = torch.tensor([[[0.5], [0.5]]], dtype=torch.float64)  # [tiles 1, slab 2, pixels 1]
+    kept, t_excl, t_end = _torch_impl._transmittance(alpha, torch.tensor([[2e-4]], dtype=torch.float64))
+    assert kept[0, :, 0].tolist() == [0.5, 0.0]
+    assert t_excl[0, :, 0].tolist() == [2e-4, 1e-4]
+    assert t_end.item() == 5e-5  # below T_MIN: the pixel has stopped
+
+
+@pytest.mark.parametrize("leaf", ["colors", "opacities"])
+def test_gradients_of_one_input_alone_match_reference_autograd(leaf):
+    """Only the colours (or only the opacities) require grad: the other inputs of the compositing need none,
+    and the backward must still produce these gradients (autograd through the brute-force reference)."""
+    values = dict(zip(("means", "scales", "rotations", "opacities", "colors"), (t.detach() for t in _small_scene(None))))
+    values[leaf].requires_grad_()
+    c2w, K = cameras(2, width=12, height=10)
+    cot = [torch.randn(2, c, 10, 12, generator=torch.Generator().manual_seed(14), dtype=torch.float64) for c in (3, 1, 1)]
+
+    def grad(maps):  # alpha and depth do not depend on the colours
+        used = [(m, c) for m, c in zip(maps, cot) if m.requires_grad]
+        return torch.autograd.grad([m for m, _ in used], values[leaf], [c for _, c in used])[0]
+
+    out = render(Gaussians(**values), c2w, K, 12, 10, (0.3, 0.6, 0.9), backend="torch")
+    got = grad([out.rgb, out.alpha, out.depth])
+    want = grad(reference_render(Gaussians(**values), c2w, K, 12, 10, (0.3, 0.6, 0.9)))
+    assert want.abs().min() > 0
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+def test_opacity_gradient_is_zero_where_alpha_is_clamped():
+    """alpha = min(0.99, o G): d alpha / d o is G where o G < 0.99 and 0 where the clamp holds (the derivative
+    of min; gsplat's backward gates it the same way: ``if (opac * vis <= 0.999f)``). One isotropic Gaussian of
+    opacity 1 centred on the centre of pixel (12, 16), as in the analytic test: that pixel is clamped, the
+    others are not, so d(sum of alpha)/d o = sum of G over the other pixels with G >= 1/255."""
+    w, h, r, s = 33, 25, 2.0, 0.1
+    opacity = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    g = Gaussians(torch.zeros(1, 3, dtype=torch.float64), torch.full((1, 3), s, dtype=torch.float64),
+                  torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64), opacity, torch.ones(1, 3, dtype=torch.float64))
+    out = render(g, orbit_cameras(1, 0.0, 0.0, r, dtype=torch.float64), intrinsics_from_fov(FOV, w, h, dtype=torch.float64)[None],
+                 w, h, backend="torch")
+    assert out.alpha[0, 0, 12, 16].item() == 0.99
+    (grad,) = torch.autograd.grad(out.alpha.sum(), opacity)
+    var = ((w / 2) / math.tan(math.radians(FOV) / 2) * s / r) ** 2 + 0.3
+    gs = [math.exp(-0.5 * ((j - 16) ** 2 + (i - 12) ** 2) / var) for i in range(h) for j in range(w)]
+    assert grad.item() == pytest.approx(sum(x for x in gs if 1 / 255 <= x < 0.99), abs=1e-9)
+
+
+def _uniform_pair(front_opacity):
+    """Two constant-alpha splats (conic 0: alpha = o on every pixel) covering an 8 x 8 image, at depths 1.8, 2.2."""
+    proj = _hand_projection([[4.0, 4.0]] * 2, [[0.0, 0.0, 0.0]] * 2, [1.8, 2.2], [[100.0, 100.0]] * 2)
+    return proj, torch.tensor([[front_opacity, 0.9]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("slab", [32, 1])
+@pytest.mark.parametrize("front_opacity,expected_z", [(0.3, 2.2), (0.6, 1.8)])
+def test_median_depth_defaults_to_half_transmittance_across_slabs(front_opacity, expected_z, slab):
+    """rasterize_median_depth's documented default threshold is 0.5: T = 1 - 0.3 = 0.7 after the front splat,
+    0.07 after the back one; with 0.6 in front T is 0.4 there already. One Gaussian per slab (slab = 1) carries
+    the transmittance from slab to slab."""
+    proj, opac = _uniform_pair(front_opacity)
+    depth = _torch_impl.rasterize_median_depth(proj, opac, 8, 8, slab=slab)
+    torch.testing.assert_close(depth, torch.full((1, 8, 8), expected_z, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("slab", [32, 1])
+def test_median_depth_at_a_transmittance_exactly_at_the_threshold_has_not_dropped_below_it(slab):
+    """The docstring: the depth where T first drops *below* the threshold. With the threshold set to exactly the
+    transmittance after the front splat (read from rasterize, the same alphas), the front one does not count
+    and the back one does, whether or not the two are in one slab."""
+    proj, opac = _uniform_pair(0.3)
+    feats = torch.zeros(1, 2, 1, dtype=torch.float64)
+    _, trans = _torch_impl.rasterize(proj, opac * torch.tensor([1.0, 0.0], dtype=torch.float64), feats, 8, 8, slab=slab)
+    assert (trans == trans[0, 0, 0]).all() and abs(trans[0, 0, 0].item() - 0.7) < 1e-12
+    depth = _torch_impl.rasterize_median_depth(proj, opac, 8, 8, threshold=trans[0, 0, 0].item(), slab=slab)
+    torch.testing.assert_close(depth, torch.full((1, 8, 8), 2.2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("tile_size,slab,budget", [(4, 3, 64), (7, 5, 1000), (16, 64, 1 << 22), (8, 1, 1)])
+def test_median_depth_does_not_depend_on_the_tiling_parameters(tile_size, slab, budget):
+    """Like the image: tiles, slabs and block budgets only split the work."""
+    g = random_gaussians(150, seed=5)
+    c2w, K = cameras(2)
+    proj = _torch_impl.project_gaussians(
+        g.means[None], torch.nn.functional.normalize(g.rotations, dim=-1)[None], g.scales[None], g.opacities[None],
+        torch.linalg.inv(c2w)[None], K[None], W, H,
+    )
+    opac = g.opacities[None].expand(2, -1)
+    want = _torch_impl.rasterize_median_depth(proj, opac, W, H)
+    assert (want > 0).float().mean() > 0.3  # most pixels are covered
+    got = _torch_impl.rasterize_median_depth(proj, opac, W, H, tile_size=tile_size, slab=slab, budget=budget)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
