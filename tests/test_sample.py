@@ -293,12 +293,15 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     the clean input's latent as the anchor: recovered here from the inputs F saw at two steps."""
     models = make_tiny_models()
     pipe = SamplePipeline(models)
-    seen = []
+    seen, decoded = [], []
     hook = models.generator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0][-1:, 0, :4].clone()), with_kwargs=True)
+    decode = models.conditioner.decode
+    models.conditioner.decode = lambda latents, *a, **k: decoded.append(latents.clone()) or decode(latents, *a, **k)
     try:
         pipe(image, SampleSettings(num_steps=3, seed=2, anchor_input=True, guidance=(1.0, 1.0)))
     finally:
         hook.remove()
+        del models.conditioner.decode
     from ouro.diffusion import EulerSampler
 
     cfg = models.config.diffusion
@@ -311,6 +314,16 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     cond = torch.nn.functional.interpolate(image[None] * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
     expected = vae.encode(cond).latent_dist.mode().double() * vae.config.scaling_factor
     torch.testing.assert_close(anchor, expected, rtol=0, atol=1e-3)
+    # n is view 0's own initial draw: the seed's second draw (after the condition's noise), frame 0
+    gen = torch.Generator().manual_seed(2)
+    torch.randn(1, 3, 64, 64, generator=gen)
+    draw = torch.randn(1, 8, 4, 8, 8, generator=gen).double()
+    torch.testing.assert_close(noise, draw[:, 0], rtol=0, atol=1e-3)
+    # every x0 that is decoded (for G, and the output) holds the anchor as view 0, and only there
+    assert len(decoded) == 3
+    for latents in decoded:
+        torch.testing.assert_close(latents[:, 0].double(), expected, rtol=0, atol=1e-5)
+        assert (latents[:, 1].double() - expected).abs().max() > 0.1
 
 
 @pytest.mark.slow
@@ -680,3 +693,21 @@ def test_turntable_frames_are_clamped_to_0_1_whatever_the_colours():
     assert frames.min() == 0 and frames.max() == 1
     assert (frames[:, 0, 8, 8] == 0).all() and (frames[:, 1, 8, 8] == 1).all()  # -0.5 and 2.0 composited
     assert 0.45 < frames[:, 2, 8, 8].min() and frames[:, 2, 8, 8].max() < 0.6  # 0.5 x alpha + 1 x (1 - alpha)
+
+
+def test_expand_inputs_lists_a_folders_images_sorted_and_refuses_an_empty_one(tmp_path):
+    """Folders become the images they hold (sorted by name, not recursive, suffixes in any case); files pass
+    through; a folder without images is refused, naming it."""
+    from ouro.pipelines.sample import expand_inputs
+
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    for name in ("b.png", "a.JPG", "notes.txt", "nested/c.png"):
+        (folder / name).write_bytes(b"")
+    single = tmp_path / "x.webp"
+    assert expand_inputs([folder, single]) == [folder / "a.JPG", folder / "b.png", single]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no pictures")
+    with pytest.raises(FileNotFoundError, match="empty: folder holds no images"):
+        expand_inputs([single, empty])

@@ -96,13 +96,25 @@ def test_heun_calls_of_a_step_read_the_same_maps(pipe, image):
     assert not torch.equal(seen[2][0], seen[4][0])
 
 
-@pytest.mark.slow
-def test_feedback_every_k_reuses_the_last_maps(pipe, image):
+def test_feedback_schedule_by_hand():
+    """Which steps read feedback, refresh it, and run G after them. Step 0 never reads feedback (no maps yet);
+    the two-stage baseline never does; with ``feedback_every`` K the refreshes are every K-th step from the
+    window's first feedback step, and G runs only after the steps before a refresh and after the last step."""
     settings = SampleSettings(num_steps=7, feedback_every=3)
+    assert [settings.uses_feedback(i) for i in range(7)] == [False] + [True] * 6
     assert [settings.refreshes_feedback(i) for i in range(7)] == [False, True, False, False, True, False, False]
     assert [settings.reconstructs_after(i) for i in range(7)] == [True, False, False, True, False, False, True]
     window = SampleSettings(num_steps=8, feedback_steps=(3, 8), feedback_every=2)
     assert [i for i in range(8) if window.refreshes_feedback(i)] == [3, 5, 7]
+    late = SampleSettings(num_steps=9, feedback_steps=(2, 9), feedback_every=3)
+    assert [i for i in range(9) if late.refreshes_feedback(i)] == [2, 5, 8]
+    assert [i for i in range(9) if late.reconstructs_after(i)] == [1, 4, 7, 8]
+    baseline = SampleSettings(num_steps=4, feedback=False)
+    assert not any(baseline.uses_feedback(i) or baseline.refreshes_feedback(i) or baseline.reconstructs_after(i) for i in range(4))
+
+
+@pytest.mark.slow
+def test_feedback_every_k_reuses_the_last_maps(pipe, image):
     with Calls(pipe) as calls:
         out = pipe(image, SampleSettings(num_steps=5, seed=3, feedback_every=3, save_intermediate=True))
     assert (calls.unet, calls.recon, calls.adapters) == (5, 3, 2)  # G after steps 0, 3 and 4 (the output)
