@@ -603,19 +603,33 @@ def test_each_stage_is_handed_the_values_of_algorithm_2(image, monkeypatch):
     assert all(v >= 0 for v in result.timings.values()) and sum(result.timings.values()) <= wall
 
 
-def test_odd_video_sides_fall_back_to_a_looping_gif(tmp_path):
-    """H.264 in yuv420p needs even sides (ffmpeg refuses 15 x 15 without raising through imageio, leaving an
-    empty .mp4): write_video writes a GIF instead, looping forever (NETSCAPE loop 0) at 1/30 s a frame
-    (GIF delays are in 1/100 s: 30 ms); no empty .mp4 is left behind. Even sides give the MP4."""
+@pytest.mark.parametrize("height,width", [(15, 15), (16, 15), (15, 16)])
+def test_odd_video_sides_fall_back_to_a_looping_gif(tmp_path, capfd, height, width):
+    """H.264 in yuv420p needs even sides (ffmpeg refuses an odd one without raising through imageio, leaving an
+    empty .mp4): write_video writes a GIF instead, without asking ffmpeg (nothing on the console), looping
+    forever (NETSCAPE loop 0) at 1/30 s a frame (GIF delays are in 1/100 s: 30 ms); no empty .mp4 is left
+    behind. Even sides give the MP4."""
     from ouro.pipelines.sample import write_video
 
-    frames = torch.rand(3, 3, 15, 15, generator=torch.Generator().manual_seed(0))
+    frames = torch.rand(3, 3, height, width, generator=torch.Generator().manual_seed(0))
     out = write_video(tmp_path / "orbit.mp4", frames)
     assert out == tmp_path / "orbit.gif" and not (tmp_path / "orbit.mp4").exists()
+    assert "libx264" not in capfd.readouterr().err
     gif = Image.open(out)
-    assert gif.n_frames == 3 and gif.info["loop"] == 0 and gif.info["duration"] == 30
+    assert gif.size == (width, height) and gif.n_frames == 3 and gif.info["loop"] == 0 and gif.info["duration"] == 30
     even = write_video(tmp_path / "even.mp4", torch.rand(3, 3, 16, 16))
     assert even == tmp_path / "even.mp4" and len(imageio.mimread(even)) == 3
+
+
+def test_images_are_written_as_8_bit_rounded_and_clamped():
+    """[0, 1] floats -> uint8 as round(255 x): 0.5 -> 128 (127.5 rounds up), out-of-range values clamp to 0 and
+    255 instead of wrapping around."""
+    from ouro.pipelines.sample import _to_uint8
+
+    image = torch.tensor([-0.2, 0.0, 0.5, 0.1, 1.0, 1.3]).view(1, 1, 6).expand(3, 1, 6)
+    out = _to_uint8(image)
+    assert out.shape == (1, 6, 3) and out.dtype == np.uint8
+    assert out[0, :, 0].tolist() == [0, 0, 128, 26, 255, 255]
 
 
 def test_view_cameras_of_eight_views_are_the_public_frames_at_elevation_0():
