@@ -486,6 +486,31 @@ def test_load_pipeline_keeps_every_model_on_its_device_unless_asked(tiny_checkpo
     assert description == f"checkpoint {tiny_checkpoint}"
     assert load_pipeline(checkpoint=tiny_checkpoint, offload=True)[0].placer.offload is True
     assert SamplePipeline(make_tiny_models()).placer.offload is False
+    assert SamplePipeline.from_checkpoint(tiny_checkpoint).placer.offload is False
+
+
+def test_offloaded_public_weights_are_read_to_the_cpu(monkeypatch):
+    """With --offload the public weights are read to the CPU (the pipeline then moves one model at a time to the
+    device), never all at once to the accelerator; without it they are read straight to the device. The files on
+    disk are stood in for: ``load_official`` records where it is asked to load, then stops the call."""
+    import ouro.io.official as official
+    from ouro.pipelines.sample import load_pipeline
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def load_official(found, device, dtype):
+        asked.append(str(device))
+        raise Stop
+
+    monkeypatch.setattr(official, "find_official_weights", lambda: "public weights")
+    monkeypatch.setattr(official, "load_official", load_official)
+    for offload in (True, False):
+        with pytest.raises(Stop):
+            load_pipeline("official", device="cuda:1", offload=offload)
+    assert asked == ["cpu", "cuda:1"]
 
 
 def test_view_cameras_other_than_eight_are_an_even_orbit_at_elevation_0():
@@ -538,6 +563,29 @@ def test_write_outputs_fuses_mesh_glb_from_the_splats(tmp_path):
     assert abs(np.median(np.linalg.norm(mesh.vertices, axis=1)) - radius) < 0.05
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["outputs"]["mesh"] == "mesh.glb" and meta["timings"]["mesh"] > 0
+
+
+def test_write_outputs_default_video_is_a_512_px_mp4_and_its_stages_are_timed(tmp_path):
+    """Without a size the turntable is rendered at 512 px (the public renderer's output size, docs/OFFICIAL.md
+    9.1) into an MP4; each writing stage's seconds are >= 0 and together no more than the call's wall time."""
+    import time
+
+    from test_ply import random_gaussians
+
+    from ouro.pipelines.sample import SampleOutput, view_cameras, write_outputs
+
+    c2w, K = view_cameras(8, 1.5, 49.1)
+    result = SampleOutput(torch.rand(8, 3, 16, 16), random_gaussians(n=50, seed=1), c2w, K, {})
+    folder = tmp_path / "obj"
+    folder.mkdir()
+    t0 = time.perf_counter()
+    files = write_outputs(folder, result, torch.rand(3, 16, 16), {}, video_frames=2)
+    wall = time.perf_counter() - t0
+    assert files.video == folder / "orbit.mp4"
+    assert [f.shape for f in imageio.mimread(files.video)] == [(512, 512, 3)] * 2
+    assert set(files.timings) == {"write_images", "video"} and all(t >= 0 for t in files.timings.values())
+    assert sum(files.timings.values()) <= wall
+    assert json.loads((folder / "meta.json").read_text())["outputs"]["video_size"] == 512
 
 
 def test_each_stage_is_handed_the_values_of_algorithm_2(image, monkeypatch):
