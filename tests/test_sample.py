@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import time
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -254,9 +255,12 @@ def test_a_model_without_adapters_samples_as_the_two_stage_baseline(image):
     torch.manual_seed(5)
     mv, rec = build_models(config)
     pipe = SamplePipeline(OuroModels(mv, rec, models.conditioner, config))
+    t0 = time.perf_counter()
     out = pipe(image, SampleSettings(num_steps=2, seed=0, save_intermediate=True))
+    wall = time.perf_counter() - t0
     assert out.feedback_inputs == {} and "render" not in out.timings
     assert out.gaussians.num_gaussians > 0
+    assert out.timings["reconstruct"] > 0 and sum(out.timings.values()) <= wall  # G once, after the last step
 
 
 def test_guided_sample_under_official_compat_differs_and_each_mode_is_deterministic(image, monkeypatch):
@@ -293,8 +297,13 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     the clean input's latent as the anchor: recovered here from the inputs F saw at two steps."""
     models = make_tiny_models()
     pipe = SamplePipeline(models)
-    seen, decoded = [], []
-    hook = models.generator.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0][-1:, 0, :4].clone()), with_kwargs=True)
+    seen, decoded, batches = [], [], []
+
+    def spy(module, args, kwargs):
+        seen.append(args[0][-1:, 0, :4].clone())
+        batches.append(args[0].shape[0])
+
+    hook = models.generator.register_forward_pre_hook(spy, with_kwargs=True)
     decode = models.conditioner.decode
     models.conditioner.decode = lambda latents, *a, **k: decoded.append(latents.clone()) or decode(latents, *a, **k)
     try:
@@ -320,6 +329,7 @@ def test_the_anchored_view_enters_each_step_at_that_steps_noise_level(image):
     draw = torch.randn(1, 8, 4, 8, 8, generator=gen).double()
     torch.testing.assert_close(noise, draw[:, 0], rtol=0, atol=1e-3)
     # every x0 that is decoded (for G, and the output) holds the anchor as view 0, and only there
+    assert batches == [1, 1, 1]  # guidance 1 on every frame is the conditional prediction: no unconditional half
     assert len(decoded) == 3
     for latents in decoded:
         torch.testing.assert_close(latents[:, 0].double(), expected, rtol=0, atol=1e-5)
@@ -568,7 +578,6 @@ def test_write_outputs_fuses_mesh_glb_from_the_splats(tmp_path):
 def test_write_outputs_default_video_is_a_512_px_mp4_and_its_stages_are_timed(tmp_path):
     """Without a size the turntable is rendered at 512 px (the public renderer's output size, docs/OFFICIAL.md
     9.1) into an MP4; each writing stage's seconds are >= 0 and together no more than the call's wall time."""
-    import time
 
     from test_ply import random_gaussians
 
@@ -602,7 +611,6 @@ def test_each_stage_is_handed_the_values_of_algorithm_2(image, monkeypatch):
     - timings: each stage's seconds, together no more than the call's wall time.
     """
     import math
-    import time
 
     from ouro.pipelines.sample import view_cameras
 
