@@ -284,7 +284,8 @@ def test_heun_defaults_one_step_and_input_scaling():
     s = 80.0
     d = x / (s**2 + 1) - out * s / math.sqrt(s**2 + 1)  # D = c_skip x + c_out F, by hand
     step = one.step(out, 0, x)
-    torch.testing.assert_close(step.prev_sample, d) and torch.testing.assert_close(step.pred_original_sample, d)
+    torch.testing.assert_close(step.prev_sample, d)
+    torch.testing.assert_close(step.pred_original_sample, d)
     three = HeunSampler(3, sigma_max=80.0)
     for k, ev in enumerate(three.evaluations):
         torch.testing.assert_close(three.scale_model_input(x, k), x / math.sqrt(float(ev.sigma) ** 2 + 1))

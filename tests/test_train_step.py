@@ -279,7 +279,8 @@ def test_training_step_values_between_stages_follow_the_edm_formulas_by_hand():
 
     (model_in, timestep, clip_arg, time_ids), kwargs, f_out, f_grad = spy.calls["F"][0]
     assert f_grad and kwargs["feedback"] is None
-    torch.testing.assert_close(kwargs["c2w"], batch["c2w"]) and torch.testing.assert_close(kwargs["K_norm"], batch["K_norm"])
+    torch.testing.assert_close(kwargs["c2w"], batch["c2w"])
+    torch.testing.assert_close(kwargs["K_norm"], batch["K_norm"])
     sigma_c = time_ids[:, 2].double()
     aug = (clip_in.double() - (images[:, 0].double() * 2 - 1)) / sigma_c.view(-1, 1, 1, 1)
     assert aug.mean().abs() < 0.05 and (aug.std() - 1).abs() < 0.05  # view 0 + sigma_c * n, n ~ N(0, 1)
