@@ -137,7 +137,7 @@ def merge_shards(output: Path) -> MergeResult:
     summary, rows = summarise(shards.names, results, failed, first["count_input"], first["lpips_net"], thresholds,
                               first["psnr_cap_db"], extra)
     _link_objects(output, folders, owner)
-    if read_json(output / _RUN) is None:
+    if shards.top is None:
         merged_from = [folders[i].name for i in range(count)]
         write_text_atomic(output / _RUN, json.dumps({**shards.runs[0], "merged_from": merged_from}, indent=1) + "\n")
     write_csv(output / CSV_FILE, rows, thresholds)
@@ -170,12 +170,14 @@ def _find_shards(output: Path) -> tuple[int, dict[int, Path]]:
 
 @dataclass
 class _Shards:
-    """The shards' records (entry i: shard i's shard.json, run.json, summary.json) and the whole object list."""
+    """The shards' records (entry i: shard i's shard.json, run.json, summary.json), the whole object list and
+    ``output``'s own run.json (None before the first merge)."""
 
     infos: list[dict]
     runs: list[dict]
     summaries: list[dict]
     names: list[str]
+    top: dict | None
 
 
 def _read_shards(output: Path, count: int, folders: dict[int, Path]) -> _Shards:
@@ -205,7 +207,7 @@ def _read_shards(output: Path, count: int, folders: dict[int, Path]) -> _Shards:
     top = read_json(output / _RUN)
     if top is not None and top.get("key") != runs[0].get("key"):
         raise ShardError(f"{output / _RUN}: another evaluation's settings; merge into another --output")
-    return _Shards(infos, runs, summaries, names)
+    return _Shards(infos, runs, summaries, names, top)
 
 
 def _shard_results(shards: _Shards, folders: dict[int, Path]) -> tuple[dict[str, dict], dict[str, str], dict[str, int]]:
